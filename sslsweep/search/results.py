@@ -1,0 +1,151 @@
+"""Ray Tune results -> the Parquet tables of docs/schema.md (pyarrow, explicit schemas)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+
+from sslsweep.search.searcher import outcome
+
+TRIAL_COLUMNS = {
+    "sweep_id": pa.string(), "method": pa.string(), "trial_id": pa.string(), "seed": pa.int64(),
+    "epoch": pa.int64(), "metric": pa.float64(), "pretext_loss": pa.float64(), "pretext_acc": pa.float64(),
+    "wall_time_s": pa.float64(), "epoch_time_s": pa.float64(), "throughput": pa.float64(),
+    "status": pa.string(), "error": pa.string(), "node_id": pa.string(),
+}
+BUDGET_COLUMNS = {
+    "sweep_id": pa.string(), "method": pa.string(), "seed": pa.int64(), "trial_id": pa.string(),
+    "source_trial_id": pa.string(), "budget_kind": pa.string(), "budget": pa.float64(), "n_labels": pa.int64(),
+    "protocol": pa.string(), "val_acc": pa.float64(), "test_acc": pa.float64(), "pretrain_epochs": pa.int64(),
+    "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
+}
+_RESERVED = ("method", "seed", "run")
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _hp_type(values: list[Any]) -> pa.DataType:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    return pa.string()
+
+
+def trial_rows(sweep_id: str, metric: str, max_epochs: int, results: Iterable[Any]) -> list[dict[str, Any]]:
+    """One row per reported result of every trial in Ray Tune ``Result`` objects.
+
+    Rows are de-duplicated on (trial, epoch), keeping the last report: a trial restored from a
+    checkpoint may report an epoch it had reported before it was killed."""
+    rows: list[dict[str, Any]] = []
+    for res in results:
+        config = dict(res.config or {})
+        last = res.metrics or {}
+        status = outcome(last, res.error is not None, max_epochs)
+        error = str(res.error).strip().splitlines()[-1] if res.error is not None else (last.get("error") or None)
+        trial_id = str(last.get("trial_id") or (res.path or "").rstrip("/").rsplit("/", 1)[-1])
+        hps = {f"hp_{k}": v for k, v in config.items() if k not in _RESERVED}
+        base = dict(sweep_id=sweep_id, method=str(config.get("method")), trial_id=trial_id,
+                    seed=int(config.get("seed", 0)), status=status, error=error, **hps)
+        df = res.metrics_dataframe
+        reports = [] if df is None or df.empty else df.to_dict("records")
+        if not reports:
+            rows.append(base | dict(epoch=0, metric=None, node_id=None))
+            continue
+        by_epoch: dict[int, dict[str, Any]] = {}
+        for r in reports:
+            by_epoch[int(r.get("epoch", 0))] = r
+        for epoch, r in sorted(by_epoch.items()):
+            diverged_row = bool(r.get("diverged")) or bool(r.get("error"))
+            rows.append(base | dict(
+                epoch=epoch, metric=None if diverged_row else _finite(r.get(metric)),
+                pretext_loss=_finite(r.get("pretext_loss")), pretext_acc=_finite(r.get("pretext_acc")),
+                wall_time_s=_finite(r.get("trial_wall_s")), epoch_time_s=_finite(r.get("epoch_time_s")),
+                throughput=_finite(r.get("throughput")), node_id=r.get("node_id")))
+    return rows
+
+
+def trials_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows -> a table with the fixed columns first, then one ``hp_*`` column per hyperparameter."""
+    hp_cols = sorted({k for r in rows for k in r if k.startswith("hp_")})
+    fields = [pa.field(k, t) for k, t in TRIAL_COLUMNS.items()]
+    for c in hp_cols:
+        values = [r.get(c) for r in rows]
+        t = _hp_type(values)
+        fields.append(pa.field(c, t))
+    schema = pa.schema(fields)
+    cols = {}
+    for f in schema:
+        values = [r.get(f.name) for r in rows]
+        if f.type == pa.string():
+            values = [None if v is None else str(v) for v in values]
+        elif f.type == pa.float64():
+            values = [None if v is None else float(v) for v in values]
+        cols[f.name] = pa.array(values, type=f.type)
+    return pa.table(cols, schema=schema)
+
+
+def budget_rows(sweep_id: str, results: Iterable[Any]) -> list[dict[str, Any]]:
+    """The confirm trials' evaluation rows (reported as JSON in their last result)."""
+    rows = []
+    for res in results:
+        last = res.metrics or {}
+        if "budget_rows" not in last:
+            continue
+        run = dict((res.config or {}).get("run", res.config or {}))
+        for r in json.loads(last["budget_rows"]):
+            rows.append(dict(sweep_id=sweep_id, method=run["method"], seed=int(run["seed"]),
+                             trial_id=str(last.get("trial_id")), source_trial_id=str(run.get("source_trial_id")), **r))
+    return rows
+
+
+def budget_table(rows: list[dict[str, Any]]) -> pa.Table:
+    schema = pa.schema([pa.field(k, t) for k, t in BUDGET_COLUMNS.items()])
+    return pa.table({k: pa.array([r.get(k) for r in rows], type=t) for k, t in BUDGET_COLUMNS.items()}, schema=schema)
+
+
+def best_trials(trials: pd.DataFrame, mode: str = "max") -> dict[str, dict[str, Any]]:
+    """Per method, the trial with the best final validation metric among trials that completed
+    (falling back to stopped ones when none completed) and its hyperparameters."""
+    best: dict[str, dict[str, Any]] = {}
+    if trials.empty:
+        return best
+    last = trials.sort_values("epoch").groupby("trial_id").tail(1)
+    last = last[last["metric"].notna()]
+    for method, group in last.groupby("method"):
+        pool = group[group["status"] == "completed"]
+        if pool.empty:
+            pool = group[group["status"] == "stopped"]
+        if pool.empty:
+            continue
+        row = pool.sort_values("metric", ascending=(mode == "min")).iloc[0]
+        hp = {c[3:]: _py(row[c]) for c in trials.columns if c.startswith("hp_") and not _isnull(row[c])}
+        best[str(method)] = {"trial_id": row["trial_id"], "metric": float(row["metric"]), "hp": hp,
+                             "seed": int(row["seed"])}
+    return best
+
+
+def _isnull(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _py(v: Any) -> Any:
+    """numpy scalars -> Python (so a config dict is JSON- and Optuna-friendly); whole floats of
+    integer hyperparameters stay floats unless they were ints in the table."""
+    return v.item() if hasattr(v, "item") else v

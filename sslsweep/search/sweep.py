@@ -1,0 +1,275 @@
+"""The pipeline of one sweep: data once -> search per method -> confirm -> Parquet -> report.
+
+Each stage records its progress in ``manifest.json`` so ``sslsweep resume DIR`` (or
+``sslsweep sweep resume=DIR``) continues an interrupted sweep: finished methods are not searched
+again, interrupted Tune experiments are restored (their trials from their checkpoints), and the
+Optuna studies keep their history in their journal files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import logging
+import os
+import platform
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sslsweep import __version__
+from sslsweep.config import SweepConfig, check_against_data, from_dictconfig, to_dict
+from sslsweep.search.results import best_trials, budget_rows, budget_table, trial_rows, trials_table
+from sslsweep.search.storage import Storage, open_sweep_dir
+from sslsweep.trainables.data import Prepared, budgets, make_splits, prepare, read_labels
+
+log = logging.getLogger("sslsweep")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except Exception:
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "sslsweep": __version__}
+    for pkg in ("torch", "torchvision", "ray", "optuna", "pyarrow", "hydra-core", "scikit-learn", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _hardware() -> dict[str, Any]:
+    gpus: list[str] = []
+    try:
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "gpus": gpus, "host": platform.node()}
+
+
+def check_data(cfg: SweepConfig) -> None:
+    """The data-dependent rules (batch size vs. train pool, labels per class vs. smallest class),
+    from the labels alone: no image is decoded."""
+    labels, test_labels = read_labels(cfg.dataset)
+    import numpy as np
+
+    all_labels = labels if test_labels is None else np.concatenate([labels, test_labels])
+    splits = make_splits(all_labels, cfg.dataset, n_external_test=0 if test_labels is None else len(test_labels))
+    counts = np.bincount(all_labels[splits.train])
+    check_against_data(cfg, len(splits.train), int(counts[counts > 0].min()))
+
+
+class Sweep:
+    """A sweep directory and its manifest; :meth:`run` executes (or continues) every stage."""
+
+    def __init__(self, cfg: SweepConfig, raw: dict[str, Any], storage: Storage, manifest: dict[str, Any]) -> None:
+        self.cfg, self.raw, self.st, self.manifest = cfg, raw, storage, manifest
+        self.metric = f"{cfg.eval.metric}_top1"
+        self.configs: dict[str, dict[str, Any]] = {}  # search trial id -> its sampled config
+        self.trials = pd.DataFrame()
+        self.local = Path(storage.root) if not storage.remote else \
+            Path.home() / ".cache" / "sslsweep" / "sweeps" / manifest["sweep_id"]
+
+    # ------------------------------------------------------------------ creation
+
+    @staticmethod
+    def create(cfg: SweepConfig, raw: dict[str, Any]) -> "Sweep":
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        sweep_id = f"{cfg.name or 'sweep'}-{stamp}-{secrets.token_hex(2)}"
+        st = Storage(f"{cfg.storage.rstrip('/')}/{sweep_id}")
+        manifest = {
+            "sweep_id": sweep_id, "metric": f"{cfg.eval.metric}_top1", "mode": "max", "started": _now(),
+            "finished": None, "config": raw, "spaces": to_dict(cfg)["methods"], "versions": _versions(),
+            "git_commit": _git_commit(), "hardware": _hardware(), "user": getpass.getuser(),
+            "seeds": {"search": cfg.seed, "confirm": list(range(cfg.confirm.seeds))},
+            "resources": {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+            "phases": {}, "cost": {}, "progress": {"searched": [], "confirmed": False, "reported": False},
+        }
+        return Sweep(cfg, raw, st, manifest)
+
+    @staticmethod
+    def resume(uri: str) -> "Sweep":
+        st = open_sweep_dir(uri)
+        manifest = st.read_json("manifest.json")
+        cfg = from_dictconfig(manifest["config"])
+        return Sweep(cfg, manifest["config"], st, manifest)
+
+    def save_manifest(self) -> None:
+        self.st.write_json("manifest.json", self.manifest)
+
+    # ------------------------------------------------------------------ stages
+
+    def run(self) -> str:
+        """Run every stage not yet done; returns the sweep's URI."""
+        check_data(self.cfg)
+        data = prepare(self.cfg.dataset)
+        if self.manifest.get("dataset", {}).get("fingerprint") not in (None, data.fingerprint):
+            raise ValueError(f"resume: the dataset changed since the sweep started (fingerprint "
+                             f"{self.manifest['dataset']['fingerprint']} -> {data.fingerprint})")
+        self.manifest["dataset"] = {
+            "name": self.cfg.dataset.name, "path": self.cfg.dataset.path, "fingerprint": data.fingerprint,
+            "n_train": int(len(data.splits.train)), "n_val": int(len(data.splits.val)),
+            "n_test": int(len(data.splits.test)), "num_classes": data.num_classes, "shape": list(data.shape)}
+        self.save_manifest()
+        log.info("sweep %s: %s, %d train / %d val / %d test images %s", self.manifest["sweep_id"],
+                 self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),
+                 data.shape)
+        _init_ray(self.cfg)
+        from ray import tune
+
+        from sslsweep.trainables.trial import confirm_trial, search_trial
+
+        search_fn = tune.with_parameters(search_trial, data=data, settings=self._settings(confirm=False))
+        confirm_fn = tune.with_parameters(confirm_trial, data=data, settings=self._settings(confirm=True))
+        self._search(search_fn)
+        self._confirm(confirm_fn)
+        self.manifest["finished"] = _now()
+        self.save_manifest()
+        self._report()
+        return self.st.uri
+
+    def _settings(self, *, confirm: bool) -> Any:
+        from sslsweep.trainables.trial import TrialSettings
+
+        c = self.cfg
+        return TrialSettings(encoder=c.encoder, trainer=c.trainer, eval=c.eval, confirm=c.confirm,
+                             metric=self.metric, max_epochs=c.confirm_epochs if confirm else c.search.max_epochs,
+                             eval_every=c.search.eval_every, num_threads=c.trainer.num_threads or int(c.resources.cpu),
+                             budgets=tuple(budgets(c.dataset)))
+
+    def _device_count(self) -> float:
+        return self.cfg.resources.gpu if self.cfg.resources.gpu > 0 else self.cfg.resources.cpu
+
+    def _search(self, trainable: Any) -> None:
+        from sslsweep.search.tuner import restore_or_new, search_tuner
+
+        tune_root = self.st.child_uri("tune")
+        phase = self.manifest["phases"].setdefault("search", {"started": _now()})
+        all_rows: list[dict[str, Any]] = []
+        for method in self.cfg.methods:
+            journal = self.local / "optuna" / f"{method.name}.journal"
+            if self.st.remote:
+                self.st.download(f"optuna/{method.name}.journal", journal)
+            t0 = time.time()
+            tuner = restore_or_new(f"{tune_root}/search-{method.name}", trainable, self.cfg.resources,
+                                   lambda m=method, j=journal: search_tuner(
+                                       trainable, m, self.cfg.search, self.cfg.resources, metric=self.metric,
+                                       seed=self.cfg.seed, storage_path=tune_root, journal=j))
+            grid = tuner.fit() if method.name not in self.manifest["progress"]["searched"] else tuner.get_results()
+            rows = trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs, grid)
+            all_rows += rows
+            self.configs.update({r.metrics.get("trial_id"): dict(r.config) for r in grid if r.metrics})
+            if method.name not in self.manifest["progress"]["searched"]:
+                cost = self.manifest["cost"].setdefault(method.name, {})
+                cost["search_wall_s"] = cost.get("search_wall_s", 0.0) + time.time() - t0
+                cost["search_device_s"] = sum(r.metrics.get("trial_wall_s", 0.0) for r in grid if r.metrics) \
+                    * self._device_count()
+                self.manifest["progress"]["searched"].append(method.name)
+            if self.st.remote and journal.exists():
+                self.st.upload(journal, f"optuna/{method.name}.journal")
+            self.st.write_table("trials.parquet", trials_table(all_rows))  # after every method: nothing lost
+            self.save_manifest()
+        phase["finished"] = _now()
+        phase["wall_s"] = sum(v.get("search_wall_s", 0.0) for v in self.manifest["cost"].values())
+        self.trials = pd.DataFrame(all_rows)
+
+    def _confirm(self, trainable: Any) -> None:
+        from sslsweep.search.tuner import confirm_tuner, restore_or_new
+
+        best = best_trials(self.trials, mode="max")
+        self.manifest["best"] = best
+        runs = []
+        for method in self.cfg.methods:
+            if method.name not in best:
+                log.warning("method %s: no trial finished; it is left out of the confirm phase", method.name)
+                continue
+            b = best[method.name]
+            config = self.configs.get(b["trial_id"], {"method": method.name, **b["hp"]})
+            for seed in range(self.cfg.confirm.seeds):
+                runs.append({**config, "seed": seed, "source_trial_id": b["trial_id"]})
+        phase = self.manifest["phases"].setdefault("confirm", {"started": _now()})
+        t0 = time.time()
+        tune_root = self.st.child_uri("tune")
+        tuner = restore_or_new(f"{tune_root}/confirm", trainable, self.cfg.resources,
+                               lambda: confirm_tuner(trainable, runs, self.cfg.resources,
+                                                     max_concurrent=self.cfg.search.max_concurrent,
+                                                     storage_path=tune_root, max_failures=self.cfg.search.max_failures))
+        grid = tuner.fit() if not self.manifest["progress"]["confirmed"] else tuner.get_results()
+        trial_s: dict[str, float] = {}
+        for r in grid:
+            if r.metrics and r.config:
+                m = r.config["run"]["method"]
+                trial_s[m] = trial_s.get(m, 0.0) + float(r.metrics.get("trial_wall_s", 0.0))
+            if r.error is not None:
+                log.error("confirm trial %s failed: %s", r.config, str(r.error).strip().splitlines()[-1])
+        for m, seconds in trial_s.items():  # trial-seconds: the phase's wall time is shared by methods
+            cost = self.manifest["cost"].setdefault(m, {})
+            cost["confirm_wall_s"], cost["confirm_device_s"] = seconds, seconds * self._device_count()
+        rows = budget_rows(self.manifest["sweep_id"], grid)
+        self.st.write_table("budget.parquet", budget_table(rows))
+        phase["finished"] = _now()
+        phase["wall_s"] = phase.get("wall_s", 0.0) + time.time() - t0
+        self.manifest["progress"]["confirmed"] = True
+        self.save_manifest()
+
+    def _report(self) -> None:
+        from sslsweep.analysis.report import build_report
+
+        build_report([self.st.uri])
+        self.manifest["progress"]["reported"] = True
+        self.save_manifest()
+
+
+def _init_ray(cfg: SweepConfig) -> None:
+    """Connect to the cluster in RAY_ADDRESS (a Ray job), or start a local Ray in this process.
+
+    Local Ray keeps its defaults: token authentication on, dashboard off (nothing listens beyond
+    loopback)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+
+
+def run_sweep(cfg: SweepConfig, raw: dict[str, Any]) -> str:
+    """Run a new sweep (or continue ``cfg.resume``); returns the sweep's URI."""
+    if cfg.resume:
+        return resume_sweep(cfg.resume)
+    return Sweep.create(cfg, raw).run()
+
+
+def resume_sweep(uri: str) -> str:
+    """Continue the interrupted sweep at ``uri`` with the configuration it was started with."""
+    return Sweep.resume(uri).run()

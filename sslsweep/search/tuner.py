@@ -1,0 +1,92 @@
+"""One place that assembles Ray Tune Tuners: searcher, scheduler, resources, storage, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from sslsweep.config import MethodConfig, ResourcesConfig, SearchConfig
+from sslsweep.search.searcher import HonestOptunaSearch
+from sslsweep.search.spaces import DefineByRun
+
+
+def resources(cfg: ResourcesConfig) -> dict[str, float]:
+    return {"cpu": float(cfg.cpu), "gpu": float(cfg.gpu)}
+
+
+def journal_storage(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage in one file: the study survives the driver and can be inspected
+    with Optuna's own tools (``optuna.load_study(study_name=method, storage=...)``)."""
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    if search.searcher == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.n_startup_trials)
+
+
+def scheduler(search: SearchConfig) -> Any:
+    """ASHA on the ``epoch`` resource (Li et al. 2020), or no early stopping."""
+    if search.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=search.max_epochs, grace_period=search.grace_period,
+                         reduction_factor=search.reduction_factor)
+
+
+def run_config(name: str, storage_path: str, max_failures: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=1,
+    )
+
+
+def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: SearchConfig, res: ResourcesConfig,
+                 *, metric: str, seed: int, storage_path: str, journal: Path) -> tune.Tuner:
+    """The Tuner searching one method: its own seeded Optuna study (persisted in ``journal``),
+    its own ASHA rungs, ``num_samples`` trials (one for a method with nothing to search)."""
+    searched = bool(method.searched)
+    alg: Any = None
+    if searched:
+        alg = HonestOptunaSearch(space=DefineByRun(method, seed), metric=metric, mode="max",
+                                 sampler=sampler(search, seed), seed=seed, storage=journal_storage(journal),
+                                 study_name=method.name, max_epochs=search.max_epochs)
+    param_space = None if searched else {"method": method.name, "seed": seed, **method.fixed}
+    return tune.Tuner(
+        tune.with_resources(trainable, resources(res)),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=alg, scheduler=scheduler(search),
+                                    num_samples=search.num_samples if searched else 1, reuse_actors=True,
+                                    max_concurrent_trials=search.max_concurrent or None),
+        run_config=run_config(f"search-{method.name}", storage_path, search.max_failures),
+    )
+
+
+def confirm_tuner(trainable: Callable[..., Any], runs: list[dict[str, Any]], res: ResourcesConfig, *,
+                  max_concurrent: int, storage_path: str, max_failures: int) -> tune.Tuner:
+    """The Tuner of the confirm phase: a grid over (method, best configuration, seed)."""
+    return tune.Tuner(
+        tune.with_resources(trainable, resources(res)),
+        param_space={"run": tune.grid_search(runs)},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent or None),
+        run_config=run_config("confirm", storage_path, max_failures),
+    )
+
+
+def restore_or_new(path: str, trainable: Callable[..., Any], res: ResourcesConfig, make: Callable[[], tune.Tuner],
+                   param_space: dict[str, Any] | None = None) -> tune.Tuner:
+    """Continue the experiment at ``path`` if one was started there, else build a new Tuner."""
+    if tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, tune.with_resources(trainable, resources(res)), resume_errored=True,
+                                  param_space=param_space)
+    return make()

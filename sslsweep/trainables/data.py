@@ -1,0 +1,409 @@
+"""Datasets, splits and label budgets.
+
+A dataset is decoded once into a uint8 array (N, C, H, W) plus int64 labels; decoded arrays are
+cached on disk by a key of the source file(s) and the decoding options, so a second sweep over the
+same data does not decode again. Splits and label subsets are pure functions of the labels and a
+seed: every method, every trial and every node computes the same ones. No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sslsweep.config import ConfigError, DatasetConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class ImageSet:
+    """Decoded images and labels.
+
+    Args:
+        images: (N, C, H, W) uint8.
+        labels: (N,) int64 class ids in [0, num_classes).
+        classes: class names, index = class id.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+
+
+@dataclass
+class Splits:
+    """Indices into the full array: ``train`` is the unlabeled pretraining pool (its labels are
+    used only for label-budget subsets at evaluation), ``val`` selects, ``test`` confirms."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class Prepared:
+    """Everything a trial needs, built once on the driver and shipped through the object store."""
+
+    images: np.ndarray  # (N, C, H, W) uint8: train pool, val and test together
+    labels: np.ndarray  # (N,) int64
+    splits: Splits
+    classes: list[str]
+    fingerprint: str
+    hflip: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_digits() -> ImageSet:
+    """scikit-learn's digits (shipped with the package): 1,797 grey 8x8 images, values 0..16."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    return ImageSet(images=images, labels=d.target.astype(np.int64), classes=[str(c) for c in d.target_names])
+
+
+def _decode_one(blob: bytes, size: int | None, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(blob)) as im:
+        im = im.convert(mode)
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
+
+
+def _decode_chunk(args: tuple[list[bytes], int | None, str, int]) -> np.ndarray | tuple[int, str]:
+    blobs, size, mode, offset = args
+    out = []
+    for i, b in enumerate(blobs):
+        try:
+            out.append(_decode_one(b, size, mode))
+        except Exception as exc:  # PIL raises many types for bad bytes
+            return (offset + i, f"{type(exc).__name__}: {exc}")
+    try:
+        return np.stack(out)
+    except ValueError:
+        shapes = {a.shape for a in out}
+        return (offset, f"images of different sizes {sorted(shapes)[:3]}; set dataset.image_size to resize")
+
+
+def decode_images(blobs: Sequence[bytes], size: int | None, *, source: str, workers: int | None = None) -> np.ndarray:
+    """Decode encoded images (PNG, JPEG, ...) into (N, C, H, W) uint8, in parallel processes.
+
+    Grey if the first image is grey (mode L/1/I), else RGB. Raises ``ValueError`` naming the first
+    row that does not decode."""
+    from PIL import Image
+
+    if len(blobs) == 0:
+        raise ValueError(f"{source}: no images")
+    try:
+        with Image.open(io.BytesIO(blobs[0])) as first:
+            mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
+    except Exception as exc:
+        raise ValueError(f"{source}: row 0 is not a decodable image ({type(exc).__name__}: {exc})") from None
+    workers = workers or min(16, os.cpu_count() or 1)
+    chunk = max(256, len(blobs) // (workers * 4) + 1)
+    jobs = [(list(blobs[i:i + chunk]), size, mode, i) for i in range(0, len(blobs), chunk)]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_decode_chunk, jobs))
+    else:
+        parts = [_decode_chunk(j) for j in jobs]
+    for p in parts:
+        if isinstance(p, tuple):
+            raise ValueError(f"{source}: row {p[0]} is not a decodable image ({p[1]})")
+    shapes = {p.shape[1:] for p in parts}  # type: ignore[union-attr]
+    if len(shapes) > 1:
+        raise ValueError(f"{source}: images of different sizes {sorted(shapes)}; set dataset.image_size to resize")
+    return np.concatenate(parts)  # type: ignore[arg-type]
+
+
+def _parquet_files(path: str) -> tuple[str, str | None]:
+    """(train file, test file or None) for a file or a directory holding train.parquet/test.parquet."""
+    p = Path(path)
+    if p.is_dir():
+        train = p / "train.parquet"
+        if not train.exists():
+            raise ConfigError("dataset.path", path, "a directory must hold train.parquet")
+        test = p / "test.parquet"
+        return str(train), (str(test) if test.exists() else None)
+    return path, None
+
+
+def _read_parquet_columns(path: str, cfg: DatasetConfig, columns: Sequence[str]):  # -> pyarrow.Table
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise ConfigError("dataset.path", path, f"not a readable Parquet file ({type(exc).__name__})") from None
+    for key, col in (("dataset.image_column", cfg.image_column), ("dataset.label_column", cfg.label_column)):
+        if col in columns and col not in schema.names:
+            raise ConfigError(key, col, f"no such column in {path}; columns: {', '.join(schema.names)}")
+    return pq.read_table(path, columns=list(columns))
+
+
+def _image_bytes(table, column: str, path: str) -> list[bytes]:
+    import pyarrow as pa
+
+    col = table.column(column).combine_chunks()
+    if pa.types.is_struct(col.type):
+        if col.type.get_field_index("bytes") < 0:
+            raise ConfigError("dataset.image_column", column,
+                              f"a struct image column needs a 'bytes' field ({path} has {col.type})")
+        col = col.field("bytes")
+    if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+        raise ConfigError("dataset.image_column", column,
+                          f"must hold encoded image bytes (binary or struct with 'bytes'), got {col.type} in {path}")
+    return col.to_pylist()
+
+
+def _labels(table, column: str, path: str) -> np.ndarray:
+    import pyarrow as pa
+
+    col = table.column(column)
+    if not pa.types.is_integer(col.type):
+        raise ConfigError("dataset.label_column", column, f"must be an integer column, got {col.type} in {path}")
+    if col.null_count:
+        raise ConfigError("dataset.label_column", column, f"has {col.null_count} null labels in {path}")
+    return col.to_numpy().astype(np.int64)
+
+
+def load_parquet(path: str, cfg: DatasetConfig) -> ImageSet:
+    table = _read_parquet_columns(path, cfg, [cfg.image_column, cfg.label_column])
+    labels = _labels(table, cfg.label_column, path)
+    images = decode_images(_image_bytes(table, cfg.image_column, path), cfg.image_size, source=path)
+    classes = [str(c) for c in range(int(labels.max()) + 1)] if len(labels) else []
+    return ImageSet(images=images, labels=labels, classes=classes)
+
+
+def _folder_files(path: str) -> tuple[list[str], list[Path], np.ndarray]:
+    root = Path(path)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise ConfigError("dataset.path", path, "an imagefolder needs one sub-directory per class")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        for f in sorted((root / c).rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(i)
+    if not files:
+        raise ConfigError("dataset.path", path, f"no images ({', '.join(IMAGE_SUFFIXES)}) under the class folders")
+    return classes, files, np.asarray(labels, dtype=np.int64)
+
+
+def load_imagefolder(path: str, cfg: DatasetConfig) -> ImageSet:
+    classes, files, labels = _folder_files(path)
+    blobs = [f.read_bytes() for f in files]
+    try:
+        images = decode_images(blobs, cfg.image_size, source=path)
+    except ValueError as exc:
+        msg = str(exc)
+        if "row " in msg:  # name the file, not the row
+            row = int(msg.split("row ", 1)[1].split(" ", 1)[0])
+            msg = msg.replace(f"row {row}", f"file {files[row]}")
+        raise ValueError(msg) from None
+    return ImageSet(images=images, labels=labels, classes=classes)
+
+
+def read_labels(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels only (train source, test source or None): cheap, for the rules checked before decoding."""
+    if cfg.name == "digits":
+        from sklearn.datasets import load_digits as sk_digits
+
+        return sk_digits().target.astype(np.int64), None
+    if cfg.name == "parquet":
+        train, test = _parquet_files(str(cfg.path))
+        test = cfg.test_path or test
+        y = _labels(_read_parquet_columns(train, cfg, [cfg.image_column, cfg.label_column]).select([cfg.label_column]),
+                    cfg.label_column, train)
+        yt = None
+        if test is not None:
+            yt = _labels(_read_parquet_columns(test, cfg, [cfg.image_column, cfg.label_column]).select(
+                [cfg.label_column]), cfg.label_column, test)
+        return y, yt
+    _, _, y = _folder_files(str(cfg.path))
+    yt = _folder_files(cfg.test_path)[2] if cfg.test_path else None
+    return y, yt
+
+
+LOADERS: dict[str, Callable[[str, DatasetConfig], ImageSet]] = {
+    "parquet": load_parquet,
+    "imagefolder": load_imagefolder,
+}
+
+
+# ----------------------------------------------------------------------------- caching
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("SSLSWEEP_CACHE", Path.home() / ".cache" / "sslsweep"))
+
+
+def _source_key(cfg: DatasetConfig, paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    h.update(repr((cfg.name, cfg.image_column, cfg.label_column, cfg.image_size)).encode())
+    for p in paths:
+        for f in sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def _load_cached(cfg: DatasetConfig, path: str, loader: Callable[[str, DatasetConfig], ImageSet]) -> ImageSet:
+    """Decode ``path`` once: later calls with the same file and options read the cached arrays."""
+    cache = _cache_dir() / f"{cfg.name}-{_source_key(cfg, [path])}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return ImageSet(images=z["images"], labels=z["labels"], classes=[str(c) for c in z["classes"]])
+        except Exception:  # a torn cache file is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+    data = loader(path, cfg)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=data.images, labels=data.labels, classes=np.asarray(data.classes))
+    os.replace(tmp, cache)
+    return data
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = np.empty((len(images), images.shape[1], size, size), dtype=np.uint8)
+    for i, im in enumerate(images):
+        for c in range(images.shape[1]):
+            out[i, c] = np.asarray(Image.fromarray(im[c]).resize((size, size), Image.BILINEAR))
+    return out
+
+
+# ----------------------------------------------------------------------------- splits and budgets
+
+
+def _stratified_take(labels: np.ndarray, idx: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A class-stratified random ``fraction`` of ``idx`` (at least one per class)."""
+    taken = []
+    for c in np.unique(labels[idx]):
+        members = rng.permutation(idx[labels[idx] == c])
+        taken.append(members[: max(1, int(round(fraction * len(members))))])
+    return np.sort(np.concatenate(taken))
+
+
+def make_splits(labels: np.ndarray, cfg: DatasetConfig, n_external_test: int = 0) -> Splits:
+    """Seeded, class-stratified train/val/test split of ``labels``.
+
+    With an external test set (``n_external_test`` > 0) its rows follow the main rows in the
+    array and form the test split; otherwise ``test_fraction`` of the main rows does.
+    ``max_images`` first keeps a class-balanced subset of the main rows.
+    """
+    rng = np.random.default_rng(cfg.split_seed)
+    n_main = len(labels) - n_external_test
+    main = np.arange(n_main)
+    if cfg.max_images is not None and cfg.max_images < n_main:
+        main = _stratified_take(labels, main, cfg.max_images / n_main, rng)
+    if n_external_test:
+        test = np.arange(n_main, len(labels))
+        pool = main
+    else:
+        test = _stratified_take(labels, main, cfg.test_fraction, rng) if cfg.test_fraction > 0 else main[:0]
+        pool = np.setdiff1d(main, test)
+    val_share = cfg.val_fraction / (1 - (0 if n_external_test else cfg.test_fraction))
+    val = _stratified_take(labels, pool, val_share, rng)
+    train = np.setdiff1d(pool, val)
+    return Splits(train=train, val=val, test=test)
+
+
+def label_subset(labels: np.ndarray, train: np.ndarray, *, seed: int, fraction: float | None = None,
+                 per_class: int | None = None) -> np.ndarray:
+    """Indices (into the full array) of a class-balanced labeled subset of the train pool.
+
+    The same ``seed`` draws the same per-class order whatever the budget, and a budget takes a
+    prefix of each class's order, so subsets are **nested** (1% inside 10% inside 100%), and every
+    method sees the same subset at a given seed.
+
+    Args:
+        labels: (N,) all labels. train: indices of the train pool.
+        fraction: in (0, 1]: round(fraction * n_c) of each class c, at least 1.
+        per_class: k labels of every class (at most the class size).
+    """
+    if (fraction is None) == (per_class is None):
+        raise ValueError("give exactly one of fraction or per_class")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ValueError(f"fraction = {fraction}: must be in (0, 1]")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class = {per_class}: must be >= 1")
+    rng = np.random.default_rng(seed)
+    taken = []
+    for c in np.unique(labels[train]):
+        order = rng.permutation(train[labels[train] == c])  # drawn for every class, whatever the budget
+        k = max(1, int(round(fraction * len(order)))) if fraction is not None else min(per_class, len(order))
+        taken.append(order[:k])
+    return np.sort(np.concatenate(taken))
+
+
+def budgets(cfg: DatasetConfig) -> list[tuple[str, float]]:
+    """All label budgets of the dataset config as (kind, value): ('fraction', f) and ('per_class', k)."""
+    return [("fraction", float(f)) for f in cfg.label_fractions] + [("per_class", float(k)) for k in cfg.labels_per_class]
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of the decoded pixels and labels: two sweeps compare only if their fingerprints match."""
+    h = hashlib.sha256()
+    h.update(repr(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()[:32]
+
+
+def prepare(cfg: DatasetConfig) -> Prepared:
+    """Load, decode (cached), resize and split the dataset named by ``cfg``."""
+    if cfg.name == "digits":
+        main, test = load_digits(), None
+    else:
+        loader = LOADERS[cfg.name]
+        if cfg.name == "parquet":
+            train_path, test_path = _parquet_files(str(cfg.path))
+        else:
+            train_path, test_path = str(cfg.path), None
+        test_path = cfg.test_path or test_path
+        main = _load_cached(cfg, train_path, loader)
+        test = _load_cached(cfg, test_path, loader) if test_path else None
+    images, labels = main.images, main.labels
+    if test is not None:
+        if test.images.shape[1:] != images.shape[1:]:
+            raise ValueError(f"dataset.test_path: test images are {test.images.shape[1:]}, train images "
+                             f"{images.shape[1:]}; set dataset.image_size to resize both")
+        images = np.concatenate([images, test.images])
+        labels = np.concatenate([labels, test.labels])
+    if cfg.image_size is not None:
+        images = _resize(images, cfg.image_size)
+    splits = make_splits(labels, cfg, n_external_test=0 if test is None else len(test.labels))
+    classes = main.classes if len(main.classes) > int(labels.max()) else [str(c) for c in range(int(labels.max()) + 1)]
+    return Prepared(images=np.ascontiguousarray(images), labels=labels, splits=splits, classes=classes,
+                    fingerprint=fingerprint(images, labels), hflip=cfg.hflip)

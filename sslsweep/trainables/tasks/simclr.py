@@ -1,0 +1,62 @@
+"""SimCLR: contrastive learning between two augmented views of each image."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslsweep.trainables.augment import AugmentConfig, BatchAugment
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR (eq. 1 of the paper).
+
+    Args:
+        z1, z2: (N, D) projections of the two views; row i of z1 and row i of z2 are positives,
+            the other 2N - 2 rows are negatives.
+        temperature: tau > 0.
+    Returns:
+        the loss averaged over all 2N anchors.
+    """
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D), fp32 for a stable softmax
+    sim = z @ z.T / temperature  # (2N, 2N) cosine similarities / tau
+    sim.fill_diagonal_(float("-inf"))  # an anchor is not its own negative
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+class SimCLR(PretextTask):
+    """SimCLR (Chen, Kornblith, Norouzi & Hinton, ICML 2020, "A simple framework for contrastive
+    learning of visual representations"): two views of each image from random resized crop,
+    flip and colour distortion of strength s; an MLP projection head; NT-Xent with temperature tau.
+
+    Hyperparameters (space): ``temperature``, ``strength`` (s: jitter 0.8s/0.8s/0.8s/0.2s),
+    ``proj_dim``, ``crop_min``.
+
+    Example:
+        >>> task = SimCLR(encoder, {"temperature": 0.5, "strength": 0.5}, ctx)
+        >>> out = task(x_uint8)           # x_uint8: (N, C, H, W) uint8
+        >>> out.loss.backward()
+    """
+
+
+    def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
+        super().__init__(encoder, hp, ctx)
+        self.temperature = float(self.hp["temperature"])
+        self.augment = BatchAugment(AugmentConfig(
+            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.2)), 1.0),
+            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.5)),
+            gray_p=0.2 if ctx.in_channels == 3 else 0.0))
+        dim = encoder.out_dim
+        self.projector = mlp_head(dim, dim, int(self.hp.get("proj_dim", 128)))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
+        n = x.shape[0]
+        views = torch.cat([self.augment(x, generator), self.augment(x, generator)])  # (2N, C, S, S)
+        z = self.projector(self.encoder(views))  # one pass: BN statistics over both views
+        return TaskOutput(loss=nt_xent(z[:n], z[n:], self.temperature), views=2 * n)

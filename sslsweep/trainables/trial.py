@@ -1,0 +1,166 @@
+"""The Ray Tune trial functions: thin adapters from a sampled dict to the plain-PyTorch loop.
+
+sampled dict -> typed settings -> :mod:`sslsweep.trainables.train` -> ``tune.report(metrics,
+checkpoint=...)``; resume through ``tune.get_checkpoint()``. Ray's reporting API has changed
+several times: it is used here and nowhere else in ``trainables/``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
+from sslsweep.trainables.data import Prepared
+from sslsweep.trainables.encoders import build_encoder
+from sslsweep.trainables.train import (
+    DeviceData,
+    Diverged,
+    EpochStats,
+    Pretrainer,
+    Runtime,
+    evaluate_budgets,
+    load_checkpoint,
+    make_pretrainer,
+    pretrains,
+    save_checkpoint,
+    selection_metric,
+    train_epochs,
+)
+
+RESERVED = ("method", "seed", "source_trial_id")
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """The parts of the sweep config a trial needs (the sampled hyperparameters come separately)."""
+
+    encoder: EncoderConfig
+    trainer: TrainerConfig
+    eval: EvalConfig
+    confirm: ConfirmConfig
+    metric: str
+    max_epochs: int
+    eval_every: int
+    num_threads: int | None
+    budgets: tuple[tuple[str, float], ...] = ()
+
+
+def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+    """(method, seed, hyperparameters) of a sampled trial config (confirm trials nest it in ``run``)."""
+    config = config.get("run", config)
+    hp = {k: v for k, v in config.items() if k not in RESERVED}
+    return str(config["method"]), int(config.get("seed", 0)), hp
+
+
+def _node() -> str:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (tests of the loop)
+        return "local"
+
+
+def _restore(pre: Pretrainer) -> None:
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            pre.load_state_dict(load_checkpoint(Path(d) / "state.pt"))
+
+
+def _report(metrics: dict[str, Any], pre: Pretrainer | None) -> None:
+    if pre is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(pre.state_dict(), tmp)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _progress(pre: Pretrainer | None, stats: EpochStats | None, t0: float) -> dict[str, Any]:
+    return {
+        "epoch": pre.epoch if pre else 0,
+        "pretext_loss": stats.loss if stats else float("nan"),
+        "pretext_acc": stats.acc if stats and stats.acc is not None else float("nan"),
+        "epoch_time_s": stats.seconds if stats else 0.0,
+        "throughput": stats.throughput if stats else 0.0,
+        "trial_wall_s": time.time() - t0,
+        "node_id": _node(),
+        "diverged": 0,
+        "error": "",
+    }
+
+
+def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: TrialSettings, runtime: Runtime,
+              epochs: int, dd: DeviceData, score: bool, t0: float) -> tuple[Pretrainer | None, bool]:
+    """Pretrain (resuming from the trial's checkpoint), reporting every ``eval_every`` epochs.
+
+    Returns (pretrainer, finished): finished is False when the trial ended early (diverged or out
+    of memory) and reported that as its last result."""
+    if not pretrains(method):
+        return None, True
+    pre = make_pretrainer(method, hp, data, s.encoder, s.trainer, runtime, max_epochs=epochs, seed=seed)
+    _restore(pre)
+    pool = dd.pool()
+    while pre.epoch < epochs:
+        try:
+            stats = train_epochs(pre, pool, s.eval_every)
+        except (Diverged, torch.cuda.OutOfMemoryError) as exc:
+            oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+            msg = (f"out of GPU memory at batch size {hp.get('batch_size')}" if oom else str(exc))
+            result = _progress(pre, None, t0) | {s.metric: 0.0, "diverged": 0 if oom else 1, "error": msg,
+                                                  "epoch": pre.epoch + 1}
+            del pre
+            if runtime.device.type == "cuda":
+                torch.cuda.empty_cache()  # give the memory back to trials sharing the GPU
+            tune.report(result)
+            return None, False
+        metrics = _progress(pre, stats, t0)
+        if score:
+            metrics[s.metric] = selection_metric(pre.encoder, dd, s.eval, runtime, seed=0)
+        _report(metrics, pre)
+    return pre, True
+
+
+def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
+    """A search trial: pretrain up to ``max_epochs``, reporting the validation selection metric every
+    ``eval_every`` epochs with a checkpoint (ASHA may stop it after any report)."""
+    t0 = time.time()
+    method, seed, hp = split_config(config)
+    runtime = Runtime.resolve(settings.trainer, settings.num_threads)
+    dd = DeviceData.put(data, runtime.device)
+    if not pretrains(method):  # random init: one report at epoch 0
+        torch.manual_seed(seed)
+        encoder = build_encoder(settings.encoder, data.shape[0]).to(runtime.device)
+        tune.report(_progress(None, None, t0) | {settings.metric: selection_metric(encoder, dd, settings.eval, runtime)})
+        return
+    _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
+
+
+def confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
+    """A confirm trial: retrain one method's best configuration with one seed for the full budget,
+    then evaluate at every label budget (linear probe and fine-tuning, val and test)."""
+    t0 = time.time()
+    method, seed, hp = split_config(config)
+    runtime = Runtime.resolve(settings.trainer, settings.num_threads)
+    dd = DeviceData.put(data, runtime.device)
+    pre, finished = _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, False, t0)
+    if not finished:
+        return
+    pretrain_s = time.time() - t0
+    if pre is None:
+        torch.manual_seed(seed)
+        encoder = build_encoder(settings.encoder, data.shape[0]).to(runtime.device)
+    else:
+        encoder = pre.encoder
+    rows = evaluate_budgets(encoder, dd, settings.confirm, list(settings.budgets), runtime, seed=seed)
+    for r in rows:
+        r.update(pretrain_epochs=pre.epoch if pre else 0, pretrain_time_s=pretrain_s)
+    tune.report(_progress(pre, None, t0) | {"budget_rows": json.dumps(rows)})
