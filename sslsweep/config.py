@@ -385,7 +385,7 @@ def validate(cfg: SweepConfig) -> None:
         task = TASKS[m.name]
         for name, spec in m.space.items():
             key = f"method.{m.name}.space.{name}"
-            rule = PARAM_RULES.get(name)
+            rule = task.rules.get(name) or PARAM_RULES.get(name)
             if rule is not None:
                 check, text = rule
                 for v in param_bounds(spec):
@@ -410,7 +410,6 @@ def _whole(v: Any) -> bool:
 
 # Rules by hyperparameter name, wherever the name appears (searched bounds and fixed values alike).
 PARAM_RULES: dict[str, tuple[Any, str]] = {
-    "temperature": (lambda v: _num(v) and v > 0, "the temperature must be > 0"),
     "proj_dim": (lambda v: _whole(v) and v >= 2, "the projection dimension must be an integer >= 2"),
     "crop_min": (lambda v: _num(v) and 0 < v <= 1, "the crop scale lower bound must be in (0, 1]"),
     "lr": (lambda v: _num(v) and v > 0, "the learning rate must be > 0"),

@@ -23,6 +23,7 @@ import pandas as pd
 
 from sslsweep import __version__
 from sslsweep.config import SweepConfig, check_against_data, from_dictconfig, to_dict
+from sslsweep.search.ray_init import init_ray
 from sslsweep.search.results import best_trials, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.storage import Storage, open_sweep_dir
 from sslsweep.trainables.data import Prepared, budgets, make_splits, prepare, read_labels
@@ -141,7 +142,7 @@ class Sweep:
         log.info("sweep %s: %s, %d train / %d val / %d test images %s", self.manifest["sweep_id"],
                  self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),
                  data.shape)
-        _init_ray(self.cfg)
+        init_ray(self.cfg)
         from ray import tune
 
         from sslsweep.trainables.trial import confirm_trial, search_trial
@@ -245,22 +246,6 @@ class Sweep:
         build_report([self.st.uri])
         self.manifest["progress"]["reported"] = True
         self.save_manifest()
-
-
-def _init_ray(cfg: SweepConfig) -> None:
-    """Connect to the cluster in RAY_ADDRESS (a Ray job), or start a local Ray in this process.
-
-    Local Ray keeps its defaults: token authentication on, dashboard off (nothing listens beyond
-    loopback)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
 def run_sweep(cfg: SweepConfig, raw: dict[str, Any]) -> str:

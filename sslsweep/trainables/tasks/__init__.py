@@ -9,8 +9,8 @@ ever imported: nothing in a config is instantiated by import path.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from sslsweep.trainables.tasks.base import PretextTask
@@ -26,6 +26,8 @@ class TaskEntry:
         min_size: smallest image side the task supports (dataset.image_size must reach it).
         required: hyperparameters the method's space must define.
         contrastive: whether the task has a temperature.
+        rules: ``name -> (check, rule)`` for the task's own hyperparameters; every searched bound
+            and fixed value must pass ``check`` (rules shared by all tasks live in ``config.PARAM_RULES``).
     """
 
     builder: str
@@ -33,12 +35,18 @@ class TaskEntry:
     min_size: int = 4
     required: tuple[str, ...] = ()
     contrastive: bool = False
+    rules: dict[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
 
 TASKS: dict[str, TaskEntry] = {
     "none": TaskEntry("sslsweep.trainables.tasks.none:RandomInit", pretrains=False),
     "rotation": TaskEntry("sslsweep.trainables.tasks.rotation:Rotation"),
-    "simclr": TaskEntry("sslsweep.trainables.tasks.simclr:SimCLR", required=("temperature",), contrastive=True),
+    "simclr": TaskEntry("sslsweep.trainables.tasks.simclr:SimCLR", required=("temperature",), contrastive=True,
+                        rules={"temperature": (_positive, "the temperature must be > 0")}),
 }
 
 
