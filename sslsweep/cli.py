@@ -79,7 +79,7 @@ def _sweep_main(overrides: list[str]) -> None:
         raw = OmegaConf.to_container(cfg, resolve=True)
         try:
             sweep_cfg = from_dictconfig(cfg)
-            from sslsweep.search.sweep import check_data
+            from sslsweep.trainables.data import check_data
 
             if sweep_cfg.resume is None:
                 check_data(sweep_cfg)

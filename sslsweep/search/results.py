@@ -9,7 +9,6 @@ from typing import Any, Iterable
 import pandas as pd
 import pyarrow as pa
 
-from sslsweep.search.searcher import outcome
 
 TRIAL_COLUMNS = {
     "sweep_id": pa.string(), "method": pa.string(), "trial_id": pa.string(), "seed": pa.int64(),
@@ -24,6 +23,20 @@ BUDGET_COLUMNS = {
     "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
 }
 _RESERVED = ("method", "seed", "run")
+
+
+def outcome(result: dict[str, Any] | None, error: bool, max_epochs: int) -> str:
+    """How a trial ended, from its last result: completed, stopped (early, by the scheduler),
+    diverged (NaN/inf loss) or failed (error, out of memory, no result)."""
+    if error or not result:
+        return "failed"
+    if result.get("diverged"):
+        return "diverged"
+    if result.get("error"):
+        return "failed"
+    if int(result.get("epoch", 0)) >= max_epochs or result.get("epoch", 0) == 0:
+        return "completed"
+    return "stopped"
 
 
 def _finite(v: Any) -> float | None:

@@ -8,21 +8,9 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from sslsweep.search.results import outcome
+
 log = logging.getLogger(__name__)
-
-
-def outcome(result: dict[str, Any] | None, error: bool, max_epochs: int) -> str:
-    """How a trial ended, from its last result: completed, stopped (early, by the scheduler),
-    diverged (NaN/inf loss) or failed (error, out of memory, no result)."""
-    if error or not result:
-        return "failed"
-    if result.get("diverged"):
-        return "diverged"
-    if result.get("error"):
-        return "failed"
-    if int(result.get("epoch", 0)) >= max_epochs or result.get("epoch", 0) == 0:
-        return "completed"
-    return "stopped"
 
 
 class HonestOptunaSearch(OptunaSearch):

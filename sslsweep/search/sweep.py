@@ -22,11 +22,11 @@ from typing import Any
 import pandas as pd
 
 from sslsweep import __version__
-from sslsweep.config import SweepConfig, check_against_data, from_dictconfig, to_dict
+from sslsweep.config import SweepConfig, from_dictconfig, to_dict
 from sslsweep.search.ray_init import init_ray
 from sslsweep.search.results import best_trials, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.storage import Storage, open_sweep_dir
-from sslsweep.trainables.data import Prepared, budgets, make_splits, prepare, read_labels
+from sslsweep.trainables.data import budgets, check_data, prepare
 
 log = logging.getLogger("sslsweep")
 
@@ -72,19 +72,11 @@ def _hardware() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "gpus": gpus, "host": platform.node()}
+    import ray
 
-
-def check_data(cfg: SweepConfig) -> None:
-    """The data-dependent rules (batch size vs. train pool, labels per class vs. smallest class),
-    from the labels alone: no image is decoded."""
-    labels, test_labels = read_labels(cfg.dataset)
-    import numpy as np
-
-    all_labels = labels if test_labels is None else np.concatenate([labels, test_labels])
-    splits = make_splits(all_labels, cfg.dataset, n_external_test=0 if test_labels is None else len(test_labels))
-    counts = np.bincount(all_labels[splits.train])
-    check_against_data(cfg, len(splits.train), int(counts[counts > 0].min()))
+    cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU", "memory")}
+    return {"cpu": cpu, "cpus": os.cpu_count(), "gpus": gpus, "host": platform.node(),
+            "ray_nodes": len(ray.nodes()), "ray_resources": cluster}
 
 
 class Sweep:
@@ -108,7 +100,7 @@ class Sweep:
         manifest = {
             "sweep_id": sweep_id, "metric": f"{cfg.eval.metric}_top1", "mode": "max", "started": _now(),
             "finished": None, "config": raw, "spaces": to_dict(cfg)["methods"], "versions": _versions(),
-            "git_commit": _git_commit(), "hardware": _hardware(), "user": getpass.getuser(),
+            "git_commit": _git_commit(), "user": getpass.getuser(),
             "seeds": {"search": cfg.seed, "confirm": list(range(cfg.confirm.seeds))},
             "resources": {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
             "phases": {}, "cost": {}, "progress": {"searched": [], "confirmed": False, "reported": False},
@@ -143,6 +135,7 @@ class Sweep:
                  self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),
                  data.shape)
         init_ray(self.cfg)
+        self.manifest["hardware"] = _hardware()
         from ray import tune
 
         from sslsweep.trainables.trial import confirm_trial, search_trial

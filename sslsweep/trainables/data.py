@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sslsweep.config import ConfigError, DatasetConfig
+from sslsweep.config import ConfigError, DatasetConfig, SweepConfig, check_against_data
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -362,6 +362,16 @@ def label_subset(labels: np.ndarray, train: np.ndarray, *, seed: int, fraction: 
         k = max(1, int(round(fraction * len(order)))) if fraction is not None else min(per_class, len(order))
         taken.append(order[:k])
     return np.sort(np.concatenate(taken))
+
+
+def check_data(cfg: SweepConfig) -> None:
+    """The data-dependent rules (batch size vs. train pool, labels per class vs. smallest class),
+    from the labels alone: no image is decoded."""
+    labels, test_labels = read_labels(cfg.dataset)
+    all_labels = labels if test_labels is None else np.concatenate([labels, test_labels])
+    splits = make_splits(all_labels, cfg.dataset, n_external_test=0 if test_labels is None else len(test_labels))
+    counts = np.bincount(all_labels[splits.train])
+    check_against_data(cfg, len(splits.train), int(counts[counts > 0].min()))
 
 
 def budgets(cfg: DatasetConfig) -> list[tuple[str, float]]:

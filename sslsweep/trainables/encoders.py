@@ -1,14 +1,21 @@
-"""Encoders: images in, a feature vector out. Registered by name; each exposes ``out_dim``."""
+"""Encoders: images in, a feature vector out. Registered by name; each exposes ``out_dim``.
+
+``encoder.weights`` starts an encoder from pretrained weights (:func:`load_weights`): torchvision
+weights by name or a checkpoint file. That is how the ``transfer`` baseline gets its encoder.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from sslsweep.config import EncoderConfig
+from sslsweep.config import ConfigError, EncoderConfig
 
 
 class Encoder(nn.Module):
@@ -79,7 +86,123 @@ ENCODERS: dict[str, Callable[[int, int], Encoder]] = {
 
 
 def build_encoder(cfg: EncoderConfig, in_channels: int) -> Encoder:
-    """Build the encoder named in ``cfg`` for images with ``in_channels`` channels."""
+    """Build the encoder named in ``cfg`` for images with ``in_channels`` channels, starting from
+    ``cfg.weights`` when given (see :func:`load_weights`)."""
     if cfg.name not in ENCODERS:
         raise ValueError(f"encoder.name = {cfg.name!r}: unknown encoder; known: {', '.join(ENCODERS)}")
-    return ENCODERS[cfg.name](in_channels, cfg.width)
+    encoder = ENCODERS[cfg.name](in_channels, cfg.width)
+    if cfg.weights:
+        load_weights(encoder, cfg)
+    return encoder
+
+
+# ----------------------------------------------------------------------------- pretrained weights
+
+_TORCHVISION_NAME = re.compile(r"^[A-Za-z0-9]+_Weights\.[A-Z0-9_]+$")
+_HOW = "give encoder.weights=/path/to/file.pt (an encoder state dict or an sslsweep state.pt)"
+
+
+def load_weights(encoder: Encoder, cfg: EncoderConfig) -> None:
+    """Load ``cfg.weights`` into ``encoder`` in place; every failure is one :class:`ConfigError` line.
+
+    ``cfg.weights`` is either
+
+    * torchvision weights by name, e.g. ``ResNet18_Weights.IMAGENET1K_V1`` (needs
+      ``encoder=resnet18``, ``encoder.width=64``), read from the torch hub cache
+      (``$TORCH_HOME/hub/checkpoints/<file>``) or downloaded there; offline and not cached it
+      fails naming the file to put there. ImageNet's conv1 (7x7, stride 2, RGB) does not fit the
+      CIFAR stem (3x3, stride 1): it is resized to 3x3 (kernel area-averaged, rescaled to keep its
+      response to flat input) and, for grey images, summed over the colour channels; ``fc`` is
+      dropped. The encoder's fixed input normalisation ((x - 0.5) / 0.25) is close to ImageNet's
+      (mean ~0.45, std ~0.23);
+    * a file: ``torch.load(..., weights_only=True)`` of an encoder state dict (keys
+      ``backbone.*``), a plain torchvision ResNet state dict (keys ``conv1.weight``...), or an
+      sslsweep trial checkpoint ``{"task": {...}}`` whose ``encoder.*`` entries are taken. A first
+      convolution that differs only in colour channels (1 vs 3) or kernel size is adapted as above.
+    """
+    spec = str(cfg.weights)
+    if _TORCHVISION_NAME.match(spec) and not Path(spec).exists():
+        state = _torchvision_state(spec, cfg)
+    else:
+        state = _file_state(spec)
+    _load_adapted(encoder, _encoder_entries(state), spec, cfg)
+
+
+def _torchvision_state(spec: str, cfg: EncoderConfig) -> Mapping[str, Any]:
+    if not spec.startswith("ResNet18_Weights."):
+        raise ConfigError("encoder.weights", spec, f"only ResNet18_Weights.* fit an sslsweep encoder; or {_HOW}")
+    if cfg.name != "resnet18" or cfg.width != 64:
+        raise ConfigError("encoder.weights", spec, "torchvision ResNet-18 weights need encoder=resnet18 with "
+                                                   f"encoder.width=64 (got {cfg.name}, width {cfg.width})")
+    try:
+        weights = torchvision.models.get_weight(spec)
+    except (ValueError, KeyError, AttributeError):
+        raise ConfigError("encoder.weights", spec, "unknown torchvision weights; e.g. ResNet18_Weights.IMAGENET1K_V1"
+                                                   f", or {_HOW}") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if cached.exists():
+        return _file_state(str(cached))
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False, weights_only=True)
+    except Exception as exc:  # offline: URLError, socket errors, ...
+        raise ConfigError("encoder.weights", spec, f"not in the torch hub cache and not downloadable "
+                                                   f"({type(exc).__name__}); put {weights.url} at {cached} "
+                                                   f"(or point TORCH_HOME at a cache holding it), or {_HOW}") from None
+
+
+def _file_state(path: str) -> Mapping[str, Any]:
+    if not Path(path).is_file():
+        raise ConfigError("encoder.weights", path, "no such file; give torchvision weights by name (e.g. "
+                                                   f"ResNet18_Weights.IMAGENET1K_V1) or {_HOW}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError("encoder.weights", path, f"cannot be loaded with weights_only=True "
+                                                   f"({type(exc).__name__}); {_HOW}") from None
+    if not isinstance(state, Mapping):
+        raise ConfigError("encoder.weights", path, f"holds a {type(state).__name__}, not a state dict; {_HOW}")
+    return state
+
+
+def _encoder_entries(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The encoder's entries of an sslsweep checkpoint, encoder state dict or torchvision state dict."""
+    if isinstance(state.get("task"), Mapping):  # an sslsweep trial checkpoint: Pretrainer.state_dict()
+        state = {k[len("encoder."):]: v for k, v in state["task"].items() if k.startswith("encoder.")}
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if tensors and not any(k.startswith("backbone.") for k in tensors):  # a bare backbone (torchvision)
+        tensors = {f"backbone.{k}": v for k, v in tensors.items()}
+    return tensors
+
+
+def _adapt_conv(w: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A conv kernel (O, Ci, k, k) made to fit (O, Ct, k', k') when only the kernel size and/or the
+    colour channels (1 <-> 3) differ; otherwise returned unchanged (and reported as a mismatch)."""
+    if w.ndim != 4 or len(shape) != 4 or w.shape[0] != shape[0]:
+        return w
+    if w.shape[2:] != shape[2:]:  # resize the kernel, keeping its sum (response to flat input)
+        area = w.shape[2] * w.shape[3] / (shape[2] * shape[3])
+        w = F.adaptive_avg_pool2d(w.float(), tuple(shape[2:])) * area
+    if w.shape[1] == 3 and shape[1] == 1:
+        w = w.sum(1, keepdim=True)  # grey input = the same value in R, G and B
+    elif w.shape[1] == 1 and shape[1] == 3:
+        w = w.repeat(1, 3, 1, 1) / 3
+    return w
+
+
+def _load_adapted(encoder: Encoder, state: dict[str, torch.Tensor], spec: str, cfg: EncoderConfig) -> None:
+    own = encoder.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith("backbone.fc.")}  # fc is replaced
+    for k, v in state.items():
+        if k in own and v.shape != own[k].shape:
+            state[k] = _adapt_conv(v, own[k].shape)
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected or not state:
+        what = "; ".join(x for x in (f"shapes differ: {', '.join(wrong[:2])}" if wrong else "",
+                                     f"missing: {', '.join(missing[:3])}" if missing else "",
+                                     f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
+                                     "no encoder weights in it" if not state else "") if x)
+        raise ConfigError("encoder.weights", spec, f"does not fit encoder {cfg.name} (width {cfg.width}): {what}")
+    encoder.load_state_dict(state, strict=False)  # strict but for num_batches_tracked of old files

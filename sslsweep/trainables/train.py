@@ -187,7 +187,8 @@ class DeviceData:
 
     @staticmethod
     def put(data: Prepared, device: torch.device) -> "DeviceData":
-        return DeviceData(torch.from_numpy(data.images).to(device), torch.from_numpy(data.labels).to(device), data)
+        # arrays from Ray's object store are read-only: copy into torch-owned memory on the way
+        return DeviceData(torch.tensor(data.images, device=device), torch.tensor(data.labels, device=device), data)
 
     def idx(self, indices: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(indices).to(self.images.device)

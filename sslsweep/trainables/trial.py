@@ -7,7 +7,9 @@ several times: it is used here and nowhere else in ``trainables/``.
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from sslsweep.trainables.train import (
 )
 
 RESERVED = ("method", "seed", "source_trial_id")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,37 @@ def _node() -> str:
         return "local"
 
 
-def _restore(pre: Pretrainer) -> None:
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            pre.load_state_dict(load_checkpoint(Path(d) / "state.pt"))
+def _checkpoint_candidates(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The checkpoint Tune hands back, then the trial's older ones (newest first), in its storage."""
+    import pyarrow.fs as pafs
+
+    parent = ckpt.path.rstrip("/").rsplit("/", 1)[0]
+    try:
+        infos = ckpt.filesystem.get_file_info(pafs.FileSelector(parent))
+    except OSError:
+        return [ckpt]
+    older = sorted((i.path for i in infos if i.type == pafs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_") and i.path.rstrip("/") != ckpt.path.rstrip("/")),
+                   reverse=True)
+    return [ckpt] + [tune.Checkpoint(p, filesystem=ckpt.filesystem) for p in older]
+
+
+def restore_latest(pre: Pretrainer, checkpoint: tune.Checkpoint | None) -> None:
+    """Load the newest checkpoint that loads; a corrupt one is reported (naming its file) and the
+    previous one is used. Raises the first error if none loads."""
+    if checkpoint is None:
+        return
+    errors: list[str] = []
+    for ckpt in _checkpoint_candidates(checkpoint):
+        try:
+            with ckpt.as_directory() as d:
+                pre.load_state_dict(load_checkpoint(Path(d) / "state.pt"))
+            if errors:
+                log.warning("resumed from an older checkpoint %s after: %s", ckpt.path, "; ".join(errors))
+            return
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            errors.append(str(exc))
+    raise ValueError(errors[0])
 
 
 def _report(metrics: dict[str, Any], pre: Pretrainer | None) -> None:
@@ -107,7 +136,8 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
     if not pretrains(method):
         return None, True
     pre = make_pretrainer(method, hp, data, s.encoder, s.trainer, runtime, max_epochs=epochs, seed=seed)
-    _restore(pre)
+    restore_latest(pre, tune.get_checkpoint())
+    start_epoch = pre.epoch  # > 0 when this attempt resumed from a checkpoint
     pool = dd.pool()
     while pre.epoch < epochs:
         try:
@@ -118,23 +148,36 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
             result = _progress(pre, None, t0) | {s.metric: 0.0, "diverged": 0 if oom else 1, "error": msg,
                                                   "epoch": pre.epoch + 1}
             del pre
-            if runtime.device.type == "cuda":
-                torch.cuda.empty_cache()  # give the memory back to trials sharing the GPU
+            _release(runtime)  # give the memory back to trials sharing the GPU
             tune.report(result)
             return None, False
-        metrics = _progress(pre, stats, t0)
+        metrics = _progress(pre, stats, t0) | {"attempt_start_epoch": start_epoch}
         if score:
             metrics[s.metric] = selection_metric(pre.encoder, dd, s.eval, runtime, seed=0)
         _report(metrics, pre)
     return pre, True
 
 
+def _release(runtime: Runtime) -> None:
+    """Give device memory back when a trial ends or is stopped: with reused actors the process
+    lives on, and trials sharing the GPU need the memory."""
+    gc.collect()
+    if runtime.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
     """A search trial: pretrain up to ``max_epochs``, reporting the validation selection metric every
     ``eval_every`` epochs with a checkpoint (ASHA may stop it after any report)."""
-    t0 = time.time()
-    method, seed, hp = split_config(config)
     runtime = Runtime.resolve(settings.trainer, settings.num_threads)
+    try:
+        _search_trial(config, data, settings, runtime)
+    finally:
+        _release(runtime)
+
+
+def _search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
+    method, seed, hp = split_config(config)
     dd = DeviceData.put(data, runtime.device)
     if not pretrains(method):  # random init: one report at epoch 0
         torch.manual_seed(seed)
@@ -147,9 +190,16 @@ def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings
 def confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
     """A confirm trial: retrain one method's best configuration with one seed for the full budget,
     then evaluate at every label budget (linear probe and fine-tuning, val and test)."""
+    runtime = Runtime.resolve(settings.trainer, settings.num_threads)
+    try:
+        _confirm_trial(config, data, settings, runtime)
+    finally:
+        _release(runtime)
+
+
+def _confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
     t0 = time.time()
     method, seed, hp = split_config(config)
-    runtime = Runtime.resolve(settings.trainer, settings.num_threads)
     dd = DeviceData.put(data, runtime.device)
     pre, finished = _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, False, t0)
     if not finished:

@@ -1,0 +1,297 @@
+"""Read sweep directories (local path or ``s3://``/``gs://``/``file://`` URI) and write report files.
+
+A sweep directory holds ``manifest.json``, ``trials.parquet``, ``budget.parquet`` and, beside
+them, ``optuna/<method>.journal`` (see docs/schema.md). Everything goes through
+``pyarrow.fs`` so that a sweep written to object storage reads exactly like a local one.
+
+Example::
+
+    sweep = open_sweep("s3://bucket/run")
+    both = combine([sweep, open_sweep("/data/runs/rotation")])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+TRIALS = "trials.parquet"
+BUDGET = "budget.parquet"
+OPTUNA_DIR = "optuna"
+
+TRIALS_COLUMNS = (
+    "sweep_id", "method", "trial_id", "seed", "epoch", "metric", "pretext_loss", "pretext_acc",
+    "wall_time_s", "epoch_time_s", "throughput", "status", "error", "node_id",
+)
+BUDGET_COLUMNS = (
+    "sweep_id", "method", "seed", "trial_id", "source_trial_id", "budget_kind", "budget",
+    "n_labels", "protocol", "val_acc", "test_acc", "pretrain_epochs", "pretrain_time_s",
+    "eval_time_s",
+)
+
+
+@dataclass
+class Sweep:
+    """One sweep directory (or several combined), loaded into memory.
+
+    Args:
+        uri: where it was read from, as given (for a combined sweep: the uris joined by ", ").
+        trials: ``trials.parquet`` as a DataFrame (empty with the schema's columns if missing).
+        budget: ``budget.parquet`` as a DataFrame (empty with the schema's columns if missing).
+        manifest: ``manifest.json`` as a dict (for a combined sweep: the first sweep's).
+        fs: the pyarrow filesystem the directory lives on (None for a combined sweep).
+        path: the directory's path inside ``fs``.
+        studies: Optuna studies loaded from ``optuna/<method>.journal`` (local directories only).
+        notes: things the reader should know (files missing, studies skipped, ...).
+        parts: for a combined sweep, the sweeps it was made from; empty otherwise.
+    """
+
+    uri: str
+    trials: pd.DataFrame
+    budget: pd.DataFrame
+    manifest: dict[str, Any]
+    fs: pafs.FileSystem | None = None
+    path: str = ""
+    studies: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    parts: tuple[Sweep, ...] = ()
+
+    @property
+    def manifests(self) -> list[dict[str, Any]]:
+        """The manifest of every sweep this one is made of (one entry for a single sweep)."""
+        return [p.manifest for p in self.parts] if self.parts else [self.manifest]
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the directory is on the local filesystem."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+
+def is_uri(location: str) -> bool:
+    """Whether ``location`` is a URI (``scheme://...``) rather than a plain local path."""
+    return "://" in location
+
+
+def resolve(location: str) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and in-filesystem path of a local path or a URI.
+
+    Plain paths use ``LocalFileSystem`` (made absolute); URIs go through
+    ``pyarrow.fs.FileSystem.from_uri`` (``s3://``, ``gs://``, ``file://``, ...).
+    """
+    if not location:
+        raise ValueError("sweep location is '': it must be a local path or a URI such as s3://bucket/run")
+    if is_uri(location):
+        try:
+            fs, path = pafs.FileSystem.from_uri(location)
+        except (ValueError, OSError, NotImplementedError) as err:  # ArrowInvalid is a ValueError
+            raise ValueError(f"sweep location {location!r} cannot be opened: {err}") from err
+        return fs, path.rstrip("/") or "/"
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+
+
+def _exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def _read_parquet(fs: pafs.FileSystem, path: str) -> pd.DataFrame | None:
+    """The Parquet file as a DataFrame, or None when it does not exist."""
+    if not _exists(fs, path):
+        return None
+    return pq.read_table(path, filesystem=fs).to_pandas()
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+def _read_manifest(fs: pafs.FileSystem, directory: str, location: str) -> dict[str, Any]:
+    path = _join(fs, directory, MANIFEST)
+    if not _exists(fs, path):
+        raise ValueError(f"{location} is not a sweep directory: {MANIFEST} missing")
+    with fs.open_input_stream(path) as stream:
+        raw = stream.read()
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): {MANIFEST} must be a JSON object") from err
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a {type(manifest).__name__}: {MANIFEST} must be a JSON object")
+    return manifest
+
+
+def _join(fs: pafs.FileSystem, directory: str, name: str) -> str:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return os.path.join(directory, name)
+    return posixpath.join(directory, name)
+
+
+def load_journal_studies(directory: str, methods: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Load ``<directory>/optuna/<method>.journal`` for each method (local directories only).
+
+    Returns the studies found (keyed by method) and a note for each journal that could not be read.
+    Missing journals are silent: a sweep may simply not have kept them.
+    """
+    import optuna  # lazy: keep `import sslsweep.analysis.io` light
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    studies: dict[str, Any] = {}
+    notes: list[str] = []
+    for method in methods:
+        path = os.path.join(directory, OPTUNA_DIR, f"{method}.journal")
+        if not os.path.isfile(path):
+            continue
+        try:
+            storage = JournalStorage(JournalFileBackend(path))
+            studies[method] = optuna.load_study(study_name=method, storage=storage)
+        except Exception as err:  # noqa: BLE001 - a broken journal must not stop the report
+            notes.append(f"Optuna journal {path} could not be read ({type(err).__name__}: {err}); "
+                         f"importances for {method} come from trials.parquet instead.")
+    return studies, notes
+
+
+def _methods(trials: pd.DataFrame, budget: pd.DataFrame) -> list[str]:
+    names = set(trials["method"].dropna().astype(str)) | set(budget["method"].dropna().astype(str))
+    return sorted(names)
+
+
+def open_sweep(location: str, *, load_studies: bool = True) -> Sweep:
+    """Load one sweep directory given as a local path or a URI.
+
+    Raises:
+        ValueError: when the directory has no ``manifest.json`` ("... is not a sweep directory").
+    """
+    fs, directory = resolve(location)
+    manifest = _read_manifest(fs, directory, location)
+    notes: list[str] = []
+    trials = _read_parquet(fs, _join(fs, directory, TRIALS))
+    if trials is None:
+        notes.append(f"{location}: {TRIALS} missing: no search results to report.")
+        trials = _empty(TRIALS_COLUMNS)
+    budget = _read_parquet(fs, _join(fs, directory, BUDGET))
+    if budget is None:
+        notes.append(f"{location}: {BUDGET} missing: no confirm-phase (test accuracy) results.")
+        budget = _empty(BUDGET_COLUMNS)
+    studies: dict[str, Any] = {}
+    if load_studies and isinstance(fs, pafs.LocalFileSystem):
+        studies, more = load_journal_studies(directory, _methods(trials, budget))
+        notes.extend(more)
+    elif load_studies:
+        notes.append(f"{location} is remote: Optuna journals are not read; hyperparameter "
+                     f"importances come from trials.parquet.")
+    return Sweep(uri=location, trials=trials, budget=budget, manifest=manifest, fs=fs,
+                 path=directory, studies=studies, notes=notes)
+
+
+def fingerprint(manifest: dict[str, Any]) -> str | None:
+    """The dataset fingerprint recorded in a manifest, or None."""
+    dataset = manifest.get("dataset") or {}
+    value = dataset.get("fingerprint") if isinstance(dataset, dict) else None
+    return None if value is None else str(value)
+
+
+def _check_same(sweeps: Sequence[Sweep], key: str, rule: str) -> None:
+    values = {s.uri: s.manifest.get(key) for s in sweeps}
+    if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+        shown = ", ".join(f"{uri}: {key}={v!r}" for uri, v in values.items())
+        raise ValueError(f"manifest {key} differs between sweeps ({shown}): {rule}")
+
+
+def _check_fingerprints(sweeps: Sequence[Sweep]) -> None:
+    for s in sweeps:
+        if fingerprint(s.manifest) is None:
+            raise ValueError(f"{s.uri}: manifest dataset.fingerprint is None: combined sweeps must "
+                             f"share a dataset, and without a fingerprint that cannot be checked")
+    first = sweeps[0]
+    for other in sweeps[1:]:
+        if fingerprint(other.manifest) != fingerprint(first.manifest):
+            raise ValueError(
+                f"dataset fingerprint {fingerprint(first.manifest)} ({first.uri}) != "
+                f"{fingerprint(other.manifest)} ({other.uri}): combined sweeps must share a dataset")
+
+
+def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
+    key = ["method", "seed", "budget_kind", "budget", "protocol"]
+    if budget.empty:
+        return
+    dup = budget[budget.duplicated(subset=key, keep=False)]
+    if not dup.empty:
+        row = dup.iloc[0]
+        where = sorted(set(dup.loc[(dup[key] == row[key]).all(axis=1), "sweep_id"].astype(str)))
+        raise ValueError(
+            f"budget row method={row['method']} seed={row['seed']} budget={row['budget']} "
+            f"protocol={row['protocol']} appears in sweeps {where}: combined sweeps must not repeat "
+            f"a method x seed x budget x protocol")
+
+
+def combine(sweeps: Sequence[Sweep]) -> Sweep:
+    """Concatenate several sweeps of the same dataset into one.
+
+    Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
+    the selection ``metric`` and ``mode``; sweep ids are distinct; no method x seed x budget x
+    protocol row appears twice. A method present in several sweeps has its Optuna study dropped
+    (importances then come from the combined trials table).
+    """
+    if not sweeps:
+        raise ValueError("sweeps is empty: combine needs at least one sweep")
+    if len(sweeps) == 1:
+        return sweeps[0]
+    _check_fingerprints(sweeps)
+    _check_same(sweeps, "metric", "combined sweeps must select on the same metric")
+    _check_same(sweeps, "mode", "combined sweeps must optimise in the same mode")
+    ids = [str(s.manifest.get("sweep_id")) for s in sweeps]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"sweep_id repeated in {ids}: each sweep can be combined only once")
+    trials = pd.concat([s.trials for s in sweeps], ignore_index=True)
+    budget = pd.concat([s.budget for s in sweeps], ignore_index=True)
+    _check_no_duplicate_rows(budget)
+    studies, notes = _merge_studies(sweeps)
+    return Sweep(uri=", ".join(s.uri for s in sweeps), trials=trials, budget=budget,
+                 manifest=sweeps[0].manifest, fs=None, path="", studies=studies,
+                 notes=[n for s in sweeps for n in s.notes] + notes, parts=tuple(sweeps))
+
+
+def _merge_studies(sweeps: Sequence[Sweep]) -> tuple[dict[str, Any], list[str]]:
+    seen: dict[str, int] = {}
+    for s in sweeps:
+        for method in s.studies:
+            seen[method] = seen.get(method, 0) + 1
+    studies = {m: st for s in sweeps for m, st in s.studies.items() if seen[m] == 1}
+    notes = [f"{m}: present in {k} sweeps; its importances come from the combined trials table."
+             for m, k in sorted(seen.items()) if k > 1]
+    return studies, notes
+
+
+def write_text(location: str, name: str, text: str) -> str:
+    """Write ``text`` (UTF-8) to ``<location>/<name>`` and return where it went.
+
+    Local files are written atomically (temporary file, then rename); remote ones through
+    ``open_output_stream``. The return value is a local path for a local ``location`` and a URI
+    for a URI.
+    """
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"file name {name!r} is not a plain file name: it must not contain '/'")
+    fs, directory = resolve(location)
+    data = text.encode("utf-8")
+    if isinstance(fs, pafs.LocalFileSystem):
+        os.makedirs(directory, exist_ok=True)
+        target = os.path.join(directory, name)
+        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return target if not is_uri(location) else location.rstrip("/") + "/" + name
+    fs.create_dir(directory, recursive=True)
+    with fs.open_output_stream(posixpath.join(directory, name)) as stream:
+        stream.write(data)
+    return location.rstrip("/") + "/" + name

@@ -1,0 +1,230 @@
+"""Drawing only: each function takes a table from ``tables.py`` and returns PNG bytes.
+
+Nothing here computes a statistic; the tables already hold means, CIs and best markers.
+Figures are made with ``matplotlib.figure.Figure`` and rendered by the Agg canvas attached to
+each figure: no pyplot global state, no global ``matplotlib.use``, no display needed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from sslsweep.analysis.tables import method_order
+
+DPI = 100
+LINESTYLE = {"linear": "-", "finetune": "--"}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def _colors(methods: Sequence[str]) -> dict[str, str]:
+    """One stable colour per method; ``none`` is always grey."""
+    out = {}
+    others = [m for m in method_order(list(methods)) if m != "none"]
+    for i, m in enumerate(others):
+        out[m] = PALETTE[i % len(PALETTE)]
+    out["none"] = "#555555"
+    return out
+
+
+def _png(fig: Figure) -> bytes:
+    """Render ``fig`` with the Agg canvas (set explicitly: no global backend switch) to PNG bytes."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _require_rows(table: pd.DataFrame, what: str) -> None:
+    if table.empty:
+        raise ValueError(f"{what} table is empty: there is nothing to draw")
+
+
+def _budget_axes(fig: Figure, kinds: Sequence[str]) -> dict[str, Axes]:
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    return {k: ax for k, ax in zip(kinds, axes)}
+
+
+def _xlabel(kind: str) -> str:
+    return "labelled fraction of the train pool" if kind == "fraction" else "labels per class"
+
+
+def _fraction_ticks(ax: Axes, xs: Sequence[float]) -> None:
+    ticks = sorted(set(xs))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{x * 100:g}%" for x in ticks])
+    ax.minorticks_off()
+
+
+def _line_with_ci(ax: Axes, x: np.ndarray, y: np.ndarray, ci: np.ndarray, color: str,
+                  style: str, label: str) -> None:
+    """A line with error bars and a translucent CI band (band and bars skipped where CI is NaN)."""
+    order = np.argsort(x)
+    x, y, ci = x[order], y[order], ci[order]
+    err = np.where(np.isfinite(ci), ci, 0.0)
+    ax.errorbar(x, y, yerr=err, color=color, linestyle=style, marker="o", markersize=4,
+                capsize=3, label=label)
+    ok = np.isfinite(ci)
+    if ok.sum() >= 2:
+        ax.fill_between(x[ok], (y - ci)[ok], (y + ci)[ok], color=color, alpha=0.15, linewidth=0)
+
+
+def accuracy_vs_budget(headline: pd.DataFrame) -> bytes:
+    """Test accuracy (%) against label budget (log x), one colour per method, solid = linear probe,
+    dashed = fine-tune, with 95% CI bands and error bars. One panel per budget kind."""
+    _require_rows(headline, "headline")
+    kinds = sorted(headline["budget_kind"].astype(str).unique())
+    fig = Figure(figsize=(6.5 * len(kinds), 4.2))
+    colors = _colors(headline["method"].astype(str).tolist())
+    for kind, ax in _budget_axes(fig, kinds).items():
+        sub = headline[headline["budget_kind"] == kind]
+        for (method, protocol), g in sub.groupby(["method", "protocol"], sort=False):
+            _line_with_ci(ax, g["budget"].to_numpy(float), 100 * g["mean"].to_numpy(float),
+                          100 * g["ci"].to_numpy(float), colors[str(method)],
+                          LINESTYLE.get(str(protocol), ":"), f"{method} ({protocol})")
+        ax.set_xscale("log")
+        if kind == "fraction":
+            _fraction_ticks(ax, sub["budget"].astype(float).tolist())
+        ax.set_xlabel(_xlabel(kind))
+        ax.set_ylabel("test accuracy (%), mean ± 95% CI")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Accuracy vs label budget (solid: linear probe, dashed: fine-tune)")
+    return _png(fig)
+
+
+def gain_over_none(gain: pd.DataFrame) -> bytes:
+    """Gain in test accuracy (percentage points) over the ``none`` baseline against label budget."""
+    _require_rows(gain, "gain over none")
+    kinds = sorted(gain["budget_kind"].astype(str).unique())
+    fig = Figure(figsize=(6.5 * len(kinds), 4.2))
+    colors = _colors(gain["method"].astype(str).tolist())
+    for kind, ax in _budget_axes(fig, kinds).items():
+        sub = gain[gain["budget_kind"] == kind]
+        for (method, protocol), g in sub.groupby(["method", "protocol"], sort=False):
+            half = (g["ci_high"] - g["gain"]).to_numpy(float)
+            _line_with_ci(ax, g["budget"].to_numpy(float), 100 * g["gain"].to_numpy(float),
+                          100 * half, colors[str(method)], LINESTYLE.get(str(protocol), ":"),
+                          f"{method} ({protocol})")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        if kind == "fraction":
+            _fraction_ticks(ax, sub["budget"].astype(float).tolist())
+        ax.set_xlabel(_xlabel(kind))
+        ax.set_ylabel("gain over none (points), 95% CI")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Gain over a random-init encoder (none)")
+    return _png(fig)
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values))
+
+
+def _scatter_param(ax: Axes, g: pd.DataFrame, param: str, metric_name: str) -> None:
+    values = g["value"]
+    numeric = _is_numeric(pd.to_numeric(values, errors="coerce")) and \
+        pd.to_numeric(values, errors="coerce").notna().all()
+    if numeric:
+        x = pd.to_numeric(values).to_numpy(float)
+        if (x > 0).all() and x.max() / x.min() > 10:
+            ax.set_xscale("log")
+    else:
+        cats = sorted({str(v) for v in values})
+        pos = {c: i for i, c in enumerate(cats)}
+        x = np.array([pos[str(v)] for v in values], dtype=float)
+        ax.set_xticks(range(len(cats)))
+        ax.set_xticklabels(cats, rotation=30, fontsize=8)
+    y = g["metric"].to_numpy(float)
+    done = (g["status"] == "completed").to_numpy()
+    best = g["is_best"].to_numpy(bool)
+    ax.scatter(x[done], y[done], s=18, color="#1f77b4", label="completed")
+    ax.scatter(x[~done], y[~done], s=18, facecolors="none", edgecolors="#7f7f7f",
+               label="stopped / other (partial budget)")
+    ax.scatter(x[best], y[best], s=160, marker="*", color="#d62728", zorder=3, label="best")
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric_name)
+    ax.grid(True, alpha=0.3)
+
+
+def metric_vs_hparams(table: pd.DataFrame, method: str, metric_name: str = "metric") -> bytes:
+    """One panel per varying hyperparameter of ``method``: final metric of each trial against the
+    value, completed trials filled, stopped ones hollow, the best trial a red star."""
+    sub = table[table["method"] == method]
+    _require_rows(sub, f"metric vs hyperparameter ({method})")
+    params = list(dict.fromkeys(sub["param"].astype(str)))
+    cols = min(3, len(params))
+    rows = math.ceil(len(params) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, param in zip(axes, params):
+        _scatter_param(ax, sub[sub["param"] == param], param, metric_name)
+    for ax in axes[len(params):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{method}: {metric_name} vs each searched hyperparameter")
+    return _png(fig)
+
+
+def best_so_far(table: pd.DataFrame, metric_name: str = "metric") -> bytes:
+    """Best validation metric so far against cumulative pretraining epochs, one line per method."""
+    _require_rows(table, "best-so-far")
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
+    colors = _colors(table["method"].astype(str).tolist())
+    for method, g in table.groupby("method", sort=False):
+        ax.step(g["cum_epochs"].to_numpy(float), g["best_metric"].to_numpy(float), where="post",
+                color=colors[str(method)], label=str(method))
+    ax.set_xlabel("cumulative epochs trained (all trials)")
+    ax.set_ylabel(f"best {metric_name} so far")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Search progress")
+    return _png(fig)
+
+
+def asha_stops(table: pd.DataFrame) -> bytes:
+    """Bars: how many trials ASHA stopped at each rung (epoch), grouped by method."""
+    _require_rows(table, "ASHA stops")
+    rungs = sorted(table["rung_epoch"].astype(int).unique())
+    methods = method_order(table["method"].astype(str).tolist())
+    colors = _colors(methods)
+    fig = Figure(figsize=(6.5, 4.0))
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    base = np.arange(len(rungs), dtype=float)
+    for i, method in enumerate(methods):
+        g = table[table["method"] == method].set_index("rung_epoch")["n_stopped"]
+        heights = [int(g.get(r, 0)) for r in rungs]
+        ax.bar(base + (i - (len(methods) - 1) / 2) * width, heights, width, color=colors[method],
+               label=method)
+    ax.set_xticks(base)
+    ax.set_xticklabels([str(r) for r in rungs])
+    ax.set_xlabel("rung (epoch at which the trial was stopped)")
+    ax.set_ylabel("trials stopped")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("ASHA early stops per rung")
+    return _png(fig)
+
+
+def importances(table: pd.DataFrame, method: str) -> bytes:
+    """Horizontal bars of hyperparameter importance for ``method``."""
+    sub = table[table["method"] == method].sort_values("importance")
+    _require_rows(sub, f"importance ({method})")
+    fig = Figure(figsize=(5.0, 0.5 + 0.4 * len(sub)))
+    ax = fig.subplots()
+    ax.barh(sub["param"].astype(str), sub["importance"].to_numpy(float), color="#1f77b4")
+    ax.set_xlabel("importance (fANOVA, normalised)")
+    ax.set_title(f"{method}: hyperparameter importance")
+    return _png(fig)

@@ -1,0 +1,79 @@
+"""BYOL: an online network predicts a slow-moving target network's projection of another view."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslsweep.trainables.augment import AugmentConfig, BatchAugment
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head
+
+
+def byol_loss(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL eq. 2: ||q/|q| - z/|z|||^2 = 2 - 2 cos(q, z), averaged over the batch; z is the target (no gradient).
+
+    Args:
+        q: (N, P) online predictions; z: (N, P) target projections of the other view.
+    """
+    return (2 - 2 * F.cosine_similarity(q.float(), z.detach().float(), dim=1)).mean()
+
+
+class BYOL(PretextTask):
+    """BYOL (Grill et al., NeurIPS 2020, "Bootstrap your own latent"): the online network (encoder,
+    projector, predictor) predicts the target network's projection of the other view; the target
+    (encoder, projector) is an exponential moving average of the online one, xi <- tau xi +
+    (1 - tau) theta, and gets no gradient. Symmetrised loss, no negatives.
+
+    Shapes as in the paper: projector and predictor are Linear-BN-ReLU-Linear, hidden
+    ``hidden_dim`` (4096), output ``proj_dim`` (256). Augmentation: SimCLR's (strength s).
+
+    Deviations: the paper raises tau from tau_base to 1 along a cosine schedule over training; a
+    task does not know the trial's length, so tau (``ema``) is constant here and searched. The
+    target is updated at the start of each training step from the online weights of the previous
+    step (the paper: right after it): the same sequence of targets.
+
+    Args (hp):
+        ema: tau (the paper's Table 5b: tau_base 0.9 to 0.999 work, 0.996 default).
+        proj_dim, hidden_dim, strength, crop_min.
+
+    Example:
+        >>> task = BYOL(encoder, {"ema": 0.99, "strength": 0.5}, ctx)
+        >>> task(x_uint8).loss.backward()     # the loss is in [0, 4]
+    """
+
+    def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
+        super().__init__(encoder, hp, ctx)
+        self.tau = float(self.hp.get("ema", 0.99))
+        self.augment = BatchAugment(AugmentConfig(
+            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.2)), 1.0),
+            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.5)),
+            gray_p=0.2 if ctx.in_channels == 3 else 0.0))
+        dim, out, hidden = encoder.out_dim, int(self.hp.get("proj_dim", 256)), int(self.hp.get("hidden_dim", 4096))
+        self.projector = mlp_head(dim, hidden, out)
+        self.predictor = mlp_head(out, hidden, out)
+        self.target = nn.Sequential(copy.deepcopy(encoder), copy.deepcopy(self.projector))
+        self.target.requires_grad_(False)  # not in the trainer's optimizer
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """xi <- tau xi + (1 - tau) theta for weights; batch-norm statistics are copied."""
+        online = nn.Sequential(self.encoder, self.projector)
+        for t, o in zip(self.target.parameters(), online.parameters()):
+            t.lerp_(o, 1 - self.tau)
+        for t, o in zip(self.target.buffers(), online.buffers()):
+            t.copy_(o)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
+        n = x.shape[0]
+        if self.training:
+            self.update_target()
+        views = torch.cat([self.augment(x, generator), self.augment(x, generator)])  # (2N, C, S, S)
+        q = self.predictor(self.projector(self.encoder(views)))  # (2N, P) online predictions
+        with torch.no_grad():
+            z = self.target(views)  # (2N, P) target projections
+        loss = byol_loss(q[:n], z[n:]) + byol_loss(q[n:], z[:n])
+        return TaskOutput(loss=loss, views=2 * n)

@@ -1,0 +1,85 @@
+"""The Optuna searcher tells Optuna how each trial really ended, and spaces are define-by-run."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sslsweep.config import MethodConfig, parse_param
+from sslsweep.search.searcher import HonestOptunaSearch
+from sslsweep.search.spaces import DefineByRun
+
+
+def method(name: str = "simclr", **space) -> MethodConfig:  # noqa: ANN003
+    return MethodConfig(name=name, space={k: parse_param(k, k, v) for k, v in space.items()})
+
+
+def searcher(max_epochs: int = 4) -> HonestOptunaSearch:
+    m = method(temperature={"type": "loguniform", "low": 0.05, "high": 1.0}, lr={"type": "loguniform", "low": 1e-3,
+                                                                                   "high": 1.0}, proj_dim=64)
+    return HonestOptunaSearch(space=DefineByRun(m, seed=7), metric="knn_top1", mode="max",
+                              sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=max_epochs)
+
+
+def _run(s: HonestOptunaSearch, trial_id: str, scores: list[float], **last: object) -> None:
+    s.suggest(trial_id)
+    result = {}
+    for i, v in enumerate(scores, start=1):
+        result = {"knn_top1": v, "training_iteration": i, "epoch": i, **last}
+        s.on_trial_result(trial_id, result)
+    s.on_trial_complete(trial_id, result)
+
+
+def test_define_by_run_returns_fixed_values_and_suggests_only_searched_keys() -> None:
+    """A trial's config holds the method, the seed, fixed values and only the searched keys."""
+    s = searcher()
+    config = s.suggest("t1")
+    assert config["method"] == "simclr" and config["seed"] == 7 and config["proj_dim"] == 64
+    assert 0.05 <= config["temperature"] <= 1.0
+    assert set(s._ot_trials["t1"].params) == {"temperature", "lr"}
+
+
+def test_stopped_trial_is_pruned_with_its_intermediate_values() -> None:
+    """A trial that ended before max_epochs (stopped by ASHA) is PRUNED, not COMPLETE, and keeps
+    every intermediate value it reported."""
+    s = searcher(max_epochs=4)
+    _run(s, "stopped", [0.3, 0.4])
+    t = s._ot_study.trials[0]
+    assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.3, 2: 0.4}
+
+
+def test_full_budget_trial_is_complete_with_its_final_value() -> None:
+    """Only a trial that reached max_epochs is COMPLETE, with its last value."""
+    s = searcher(max_epochs=3)
+    _run(s, "done", [0.3, 0.5, 0.6])
+    t = s._ot_study.trials[0]
+    assert t.state == TrialState.COMPLETE and t.value == 0.6
+
+
+@pytest.mark.parametrize("last", [{"diverged": 1, "error": "loss is nan"}, {"error": "out of GPU memory at batch size 512"}])
+def test_diverged_or_oom_trial_is_fail_with_its_error(last: dict) -> None:
+    """A diverged (NaN) or out-of-memory trial is FAIL in Optuna, and its error is kept."""
+    s = searcher(max_epochs=3)
+    _run(s, "bad", [0.3], **last)
+    t = s._ot_study.trials[0]
+    assert t.state == TrialState.FAIL and t.user_attrs["error"] == last["error"]
+
+
+def test_errored_trial_is_fail() -> None:
+    """A trial that raised (after retries) is FAIL."""
+    s = searcher()
+    s.suggest("err")
+    s.on_trial_complete("err", None, error=True)
+    assert s._ot_study.trials[0].state == TrialState.FAIL
+
+
+def test_stock_searcher_would_have_said_complete() -> None:
+    """Why the subclass exists: Ray's OptunaSearch records a stopped trial as COMPLETE."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    m = method(lr={"type": "loguniform", "low": 1e-3, "high": 1.0})
+    stock = OptunaSearch(space=DefineByRun(m, 0), metric="knn_top1", mode="max",
+                         sampler=optuna.samplers.RandomSampler(seed=0))
+    _run(stock, "stopped", [0.3, 0.4])
+    assert stock._ot_study.trials[0].state == TrialState.COMPLETE

@@ -1,0 +1,123 @@
+"""The command line: Hydra behaviour, and every bad input as one line, exit code 2, no Ray, < 3 s."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import encode_png, make_images
+
+# Runs the CLI in a fresh interpreter and reports whether Ray (or torch) was imported by then.
+PROBE = """
+import sys, json
+from sslsweep.cli import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(json.dumps({"code": code, "ray_started": "ray" in sys.modules and sys.modules["ray"].is_initialized()}))
+"""
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> tuple[dict, str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    elapsed = time.perf_counter() - t0
+    status = json.loads(proc.stdout.strip().splitlines()[-1])
+    return status, proc.stderr.strip(), elapsed
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    """`sslsweep --help` names every command."""
+    out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "--help"], capture_output=True, text=True).stdout
+    for command in ("sweep", "resume", "report", "submit", "jobs"):
+        assert f"  {command}" in out
+
+
+def test_sweep_help_and_cfg_job_are_hydras() -> None:
+    """`sslsweep sweep --help` lists the config groups; `--cfg job` prints the composed config."""
+    help_out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "sweep", "--help"],
+                              capture_output=True, text=True).stdout
+    assert "method: none, rotation, simclr" in help_out and "experiment: demo, smoke" in help_out
+    cfg_out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "sweep", "method=[simclr]", "--cfg", "job"],
+                             capture_output=True, text=True).stdout
+    assert "simclr:" in cfg_out and "rotation:" not in cfg_out and "num_samples: 8" in cfg_out
+
+
+def _parquet(path: Path, *, bad_row: int | None = None) -> Path:
+    images, labels = make_images(60)
+    blobs = [encode_png(im) for im in images]
+    if bad_row is not None:
+        blobs[bad_row] = b"\x89PNG garbage"
+    pq.write_table(pa.table({"img": pa.array([{"bytes": b} for b in blobs]), "label": pa.array(labels)}), path)
+    return path
+
+
+BAD = [
+    (["method=[simclr,mae]"], r"method = 'mae': unknown method; known: none, rotation, simclr"),
+    (["encoder=vit"], r"encoder = 'vit': unknown encoder"),
+    (["dataset=mnist"], r"dataset = 'mnist': unknown dataset"),
+    (["method.simclr.space.temperature.low=0"], r"temperature.low = 0: must be > 0"),
+    (["method.simclr.space.temperature=0"], r"temperature = 0: the temperature must be > 0"),
+    (["search.space.batch_size.choices=[1]"], r"batch_size = 1: the batch size must be an integer >= 2"),
+    (["search.space.batch_size.choices=[4096]"], r"batch_size = 4096: must be <= the train pool \(1169 images\)"),
+    (["dataset.label_fractions=[0.1,2]"], r"dataset.label_fractions = 2: every label fraction must be in \(0, 1\]"),
+    (["dataset.labels_per_class=[1000]"], r"dataset.labels_per_class = 1000: must be <= the smallest class"),
+    (["dataset=parquet", "dataset.path=/no/such/file.parquet"], r"dataset.path = '/no/such/file.parquet': path does not exist"),
+    (["search.num_samples=0"], r"search.num_samples = 0: must be >= 1"),
+    (["search.grace_period=50"], r"search.grace_period = 50: must be <= search.max_epochs \(20\)"),
+    (["resources.gpu=2.5"], r"resources.gpu = 2.5: a GPU fraction must be in \(0, 1\]"),
+    (["resources.cpu=0"], r"resources.cpu = 0: must be >= 1"),
+    (["storage=ftp://x/y"], r"storage = 'ftp://x/y': unknown URI scheme"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_is_one_line_exit_2_no_ray_fast(overrides: list[str], message: str) -> None:
+    """Each bad input: exit code 2, a single stderr line naming key, value and rule, Ray never started.
+    (How long it takes is measured by benchmarks/bad_input_latency.py, not asserted here.)"""
+    import re
+
+    status, err, _ = run_cli("sweep", *overrides)
+    assert status == {"code": 2, "ray_started": False}
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_parquet_without_the_named_column(tmp_path: Path) -> None:
+    """A Parquet file lacking the image column: the key, the value and the columns there."""
+    path = _parquet(tmp_path / "d.parquet")
+    status, err, _ = run_cli("sweep", "dataset=parquet", f"dataset.path={path}", "dataset.image_column=image")
+    assert status["code"] == 2 and "dataset.image_column = 'image': no such column" in err and "img, label" in err
+
+
+def test_undecodable_image_names_the_row_and_leaves_no_sweep(tmp_path: Path) -> None:
+    """An image that does not decode: one line naming its row; no sweep directory is left behind."""
+    path = _parquet(tmp_path / "d.parquet", bad_row=7)
+    status, err, _ = run_cli("sweep", "dataset=parquet", f"dataset.path={path}", f"storage={tmp_path / 'runs'}",
+                                   "search.space.batch_size.choices=[8]", "dataset.label_fractions=[1.0]")
+    assert status == {"code": 2, "ray_started": False}
+    assert "row 7 is not a decodable image" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_resume_of_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
+    """`sslsweep resume DIR` and `sweep resume=DIR` on a non-sweep directory: one line, exit 2."""
+    for args in (("resume", str(tmp_path)), ("sweep", f"resume={tmp_path}")):
+        status, err, _ = run_cli(*args)
+        assert status == {"code": 2, "ray_started": False}
+        assert f"resume = '{tmp_path}': not a sweep directory (no manifest.json there)" in err
+
+
+def test_report_of_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
+    """`sslsweep report DIR` on a non-sweep directory: one line naming the path, exit 2."""
+    status, err, _ = run_cli("report", str(tmp_path))
+    assert status["code"] == 2 and str(tmp_path) in err and len(err.splitlines()) == 1

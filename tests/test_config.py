@@ -1,0 +1,117 @@
+"""Config composition and validation: one test per rule, each naming the key, the value and the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from sslsweep.config import ConfigError, from_dictconfig
+
+
+def load(*overrides: str):
+    with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
+        return from_dictconfig(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_default_config_is_valid_and_has_three_methods() -> None:
+    """The embedded default validates: digits, small CNN, simclr + rotation + none."""
+    cfg = load()
+    assert cfg.dataset.name == "digits" and cfg.encoder.name == "small_cnn"
+    assert [m.name for m in cfg.methods] == ["simclr", "rotation", "none"]
+
+
+def test_demo_experiment_composes_and_validates() -> None:
+    """The demo overlay validates and sets the demo's small budget."""
+    cfg = load("experiment=demo")
+    assert cfg.search.num_samples == 4 and cfg.search.max_epochs == 8 and cfg.name == "demo"
+
+
+def test_temperature_exists_only_for_contrastive_methods() -> None:
+    """Temperature is in simclr's space only; the shared keys are in every pretraining method's space."""
+    cfg = load()
+    simclr, rotation, none = (cfg.method(n) for n in ("simclr", "rotation", "none"))
+    assert "temperature" in simclr.searched and "temperature" not in rotation.space
+    for key in ("lr", "weight_decay", "batch_size"):
+        assert key in simclr.searched and key in rotation.searched
+    assert none.space == {}
+
+
+def test_method_override_narrows_a_range_or_fixes_a_value() -> None:
+    """`method.simclr.space.temperature.high=0.5` narrows; a plain value fixes it (`+` because strength comes from the shared space)."""
+    cfg = load("method.simclr.space.temperature.high=0.5", "+method.simclr.space.strength=1.0")
+    simclr = cfg.method("simclr")
+    assert simclr.space["temperature"].high == 0.5
+    assert "strength" not in simclr.searched and simclr.fixed["strength"] == 1.0
+
+
+def test_shared_space_override_reaches_every_method() -> None:
+    """A key of search.space applies to every method that does not override it."""
+    cfg = load("search.space.batch_size.choices=[16,32]")
+    assert cfg.method("simclr").space["batch_size"].choices == (16, 32)
+    assert cfg.method("rotation").space["batch_size"].choices == (16, 32)
+
+
+RULES = [
+    (["method.simclr.space.temperature.low=0"], r"method.simclr.space.temperature.low = 0: must be > 0 for a loguniform"),
+    (["method.simclr.space.temperature=-0.1"], r"method.simclr.space.temperature = -0.1: the temperature must be > 0"),
+    (["method.simclr.space.temperature.low=0.9", "method.simclr.space.temperature.high=0.5"], r"must have low < high"),
+    (["method.simclr.space.temperature.type=gaussian"], r"temperature.type = 'gaussian': must be one of uniform"),
+    (["search.space.batch_size.choices=[1,64]"], r"batch_size = 1: the batch size must be an integer >= 2"),
+    (["search.space.batch_size.choices=[]"], r"batch_size.choices = \[\]: must be a non-empty list"),
+    (["search.space.lr.low=-1"], r"search.space.lr.low|lr.low = -1"),
+    (["search.num_samples=0"], r"search.num_samples = 0: must be >= 1"),
+    (["search.grace_period=30", "search.max_epochs=20"], r"search.grace_period = 30: must be <= search.max_epochs \(20\)"),
+    (["search.reduction_factor=1"], r"search.reduction_factor = 1: must be >= 2"),
+    (["search.eval_every=0"], r"search.eval_every = 0"),
+    (["search.searcher=grid"], r"search.searcher = 'grid': must be tpe or random"),
+    (["search.scheduler=pbt"], r"search.scheduler = 'pbt': must be asha or fifo"),
+    (["dataset.label_fractions=[0.5,1.5]"], r"dataset.label_fractions = 1.5: every label fraction must be in \(0, 1\]"),
+    (["dataset.label_fractions=[0]"], r"dataset.label_fractions = 0: every label fraction must be in \(0, 1\]"),
+    (["dataset.labels_per_class=[0]"], r"dataset.labels_per_class = 0: must be integers >= 1"),
+    (["dataset.val_fraction=1.2"], r"dataset.val_fraction = 1.2: must be in \(0, 1\)"),
+    (["dataset.name=mnist"], r"dataset.name = 'mnist': unknown dataset"),
+    (["encoder.name=vit"], r"encoder.name = 'vit': unknown encoder"),
+    (["resources.gpu=1.5"], r"resources.gpu = 1.5: a GPU fraction must be in \(0, 1\]"),
+    (["resources.gpu=-0.5"], r"resources.gpu = -0.5: must be >= 0"),
+    (["resources.cpu=0.5"], r"resources.cpu = 0.5: must be >= 1"),
+    (["storage=ftp://host/runs"], r"storage = 'ftp://host/runs': unknown URI scheme"),
+    (["eval.metric=auc"], r"eval.metric = 'auc': must be one of knn, linear"),
+    (["confirm.seeds=0"], r"confirm.seeds = 0: must be >= 1"),
+    (["trainer.device=tpu"], r"trainer.device = 'tpu': must be auto, cpu or cuda"),
+    (["+search.typo=1"], r"search.typo = 1: unknown key"),
+    (["~method.simclr.space.temperature"], r"method.simclr.space.temperature = None: required by this method"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", RULES, ids=[r[0][0] for r in RULES])
+def test_each_rule_names_key_value_and_rule(overrides: list[str], message: str) -> None:
+    """Every broken rule raises ConfigError with one line: the key, the value and the rule."""
+    with pytest.raises(ConfigError, match=message) as info:
+        load(*overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_dataset_path_is_rejected(tmp_path: Path) -> None:
+    """A parquet dataset whose path does not exist fails before anything is read."""
+    with pytest.raises(ConfigError, match=r"dataset.path = '.*nope.parquet': path does not exist"):
+        load("dataset=parquet", f"dataset.path={tmp_path / 'nope.parquet'}")
+
+
+def test_batch_size_larger_than_train_pool_is_rejected() -> None:
+    """A batch size above the train pool (from labels alone) fails before decoding."""
+    from sslsweep.trainables.data import check_data
+
+    cfg = load("dataset.max_images=100", "search.space.batch_size.choices=[32,512]")
+    with pytest.raises(ConfigError, match=r"batch_size = 512: must be <= the train pool \(\d+ images\)"):
+        check_data(cfg)
+
+
+def test_labels_per_class_above_smallest_class_is_rejected() -> None:
+    """labels_per_class larger than the smallest class of the train pool fails with that class size."""
+    from sslsweep.trainables.data import check_data
+
+    cfg = load("dataset.labels_per_class=[500]")
+    with pytest.raises(ConfigError, match=r"dataset.labels_per_class = 500: must be <= the smallest class .*\(\d+ images\)"):
+        check_data(cfg)

@@ -1,0 +1,148 @@
+"""Data: loaders, splits, nested class-balanced label budgets, the decode cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sslsweep.config import ConfigError, DatasetConfig
+from sslsweep.trainables import data as data_mod
+from sslsweep.trainables.data import label_subset, load_digits, make_splits, prepare, read_labels
+from tests.conftest import encode_png, make_images
+
+
+def _write_parquet(path: Path, images: np.ndarray, labels: np.ndarray, *, struct: bool = True,
+                   bad_row: int | None = None) -> None:
+    blobs = [encode_png(im) for im in images]
+    if bad_row is not None:
+        blobs[bad_row] = b"not an image"
+    col = (pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(blobs)]) if struct
+           else pa.array(blobs, type=pa.binary()))
+    pq.write_table(pa.table({"img": col, "label": pa.array(labels, type=pa.int64())}), path)
+
+
+def test_digits_is_uint8_nchw_with_ten_classes() -> None:
+    """The embedded default decodes to (1797, 1, 8, 8) uint8 covering 0..255, labels 0..9."""
+    d = load_digits()
+    assert d.images.shape == (1797, 1, 8, 8) and d.images.dtype == np.uint8
+    assert d.images.max() == 255 and set(np.unique(d.labels)) == set(range(10))
+
+
+def test_splits_are_disjoint_stratified_and_seeded() -> None:
+    """Train/val/test never overlap, cover all rows, keep class proportions, and a seed fixes them."""
+    labels = np.repeat(np.arange(4), [100, 200, 300, 400])
+    cfg = DatasetConfig(val_fraction=0.1, test_fraction=0.2)
+    s = make_splits(labels, cfg)
+    parts = [set(s.train), set(s.val), set(s.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert len(s.train) + len(s.val) + len(s.test) == len(labels)
+    for idx, share in ((s.test, 0.2), (s.val, 0.1)):
+        counts = np.bincount(labels[idx], minlength=4)
+        assert np.allclose(counts, np.array([100, 200, 300, 400]) * share, atol=1)
+    again = make_splits(labels, cfg)
+    assert np.array_equal(again.val, s.val)
+    other = make_splits(labels, replace(cfg, split_seed=1))
+    assert not np.array_equal(other.val, s.val)
+
+
+def test_external_test_rows_form_the_test_split() -> None:
+    """With a separate test file its rows (appended after the train rows) are exactly the test split."""
+    labels = np.concatenate([np.arange(100) % 5, np.arange(20) % 5])
+    s = make_splits(labels, DatasetConfig(val_fraction=0.1), n_external_test=20)
+    assert s.test.tolist() == list(range(100, 120))
+    assert max(s.train.max(), s.val.max()) < 100
+
+
+def test_label_subsets_are_nested_balanced_and_identical_across_calls() -> None:
+    """1% lies inside 10% inside 100%; each class is represented in proportion; per-class budgets
+    take exactly k per class and nest too; the same seed gives the same subset."""
+    labels = np.repeat(np.arange(5), 200)
+    train = np.arange(1000)
+    small = label_subset(labels, train, seed=3, fraction=0.01)
+    mid = label_subset(labels, train, seed=3, fraction=0.1)
+    full = label_subset(labels, train, seed=3, fraction=1.0)
+    assert set(small) <= set(mid) <= set(full) and len(full) == 1000
+    assert np.bincount(labels[small]).tolist() == [2] * 5 and np.bincount(labels[mid]).tolist() == [20] * 5
+    k1, k5 = (label_subset(labels, train, seed=3, per_class=k) for k in (1, 5))
+    assert np.bincount(labels[k5]).tolist() == [5] * 5 and set(k1) <= set(k5)
+    assert np.array_equal(label_subset(labels, train, seed=3, fraction=0.1), mid)
+    assert not np.array_equal(label_subset(labels, train, seed=4, fraction=0.1), mid)
+
+
+def test_tiny_fraction_keeps_one_label_per_class() -> None:
+    """A budget smaller than one image per class still labels one image of every class."""
+    labels = np.repeat(np.arange(3), 10)
+    sub = label_subset(labels, np.arange(30), seed=0, fraction=0.01)
+    assert np.bincount(labels[sub]).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("struct", [True, False])
+def test_parquet_struct_or_binary_column_decodes(tmp_path: Path, cache_dir: Path, struct: bool) -> None:
+    """A Hugging Face struct{bytes,path} column and a plain binary column both decode to the pixels."""
+    images, labels = make_images(40, channels=3)
+    _write_parquet(tmp_path / "d.parquet", images, labels, struct=struct)
+    cfg = DatasetConfig(name="parquet", path=str(tmp_path / "d.parquet"), image_column="img", label_column="label")
+    prep = prepare(cfg)
+    assert prep.images.shape == (40, 3, 8, 8)
+    assert np.array_equal(prep.images, images) and np.array_equal(prep.labels, labels)
+
+
+def test_parquet_directory_uses_its_test_file(tmp_path: Path, cache_dir: Path) -> None:
+    """A directory with train.parquet and test.parquet: the test rows are the test split."""
+    images, labels = make_images(60, channels=1)
+    _write_parquet(tmp_path / "train.parquet", images[:45], labels[:45])
+    _write_parquet(tmp_path / "test.parquet", images[45:], labels[45:])
+    prep = prepare(DatasetConfig(name="parquet", path=str(tmp_path), image_column="img"))
+    assert len(prep.splits.test) == 15 and np.array_equal(prep.images[prep.splits.test], images[45:])
+
+
+def test_undecodable_image_names_its_row(tmp_path: Path, cache_dir: Path) -> None:
+    """A row that is not an image fails with an error naming that row."""
+    images, labels = make_images(30)
+    _write_parquet(tmp_path / "d.parquet", images, labels, bad_row=17)
+    cfg = DatasetConfig(name="parquet", path=str(tmp_path / "d.parquet"), image_column="img")
+    with pytest.raises(ValueError, match=r"row 17 is not a decodable image"):
+        prepare(cfg)
+
+
+def test_missing_column_is_named(tmp_path: Path, cache_dir: Path) -> None:
+    """A Parquet file without the configured image column: the key, the value and the columns there."""
+    images, labels = make_images(10)
+    _write_parquet(tmp_path / "d.parquet", images, labels)
+    cfg = DatasetConfig(name="parquet", path=str(tmp_path / "d.parquet"), image_column="image")
+    with pytest.raises(ConfigError, match=r"dataset.image_column = 'image': no such column .* columns: img, label"):
+        read_labels(cfg)
+
+
+def test_imagefolder_reads_one_class_per_folder(tmp_path: Path, cache_dir: Path) -> None:
+    """Folders are classes in sorted order; images are resized to image_size."""
+    images, labels = make_images(12, classes=2, size=10)
+    for i, (im, y) in enumerate(zip(images, labels)):
+        d = tmp_path / ["cat", "dog"][y]
+        d.mkdir(exist_ok=True)
+        (d / f"{i}.png").write_bytes(encode_png(im))
+    prep = prepare(DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=8, val_fraction=0.2,
+                                 test_fraction=0.2))
+    assert prep.classes == ["cat", "dog"] and prep.images.shape == (12, 3, 8, 8)
+    assert sorted(np.bincount(prep.labels).tolist()) == [6, 6]
+
+
+def test_second_prepare_reads_the_cache_not_the_images(tmp_path: Path, cache_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding happens once per file: a second prepare() gets identical arrays without decoding."""
+    images, labels = make_images(30)
+    _write_parquet(tmp_path / "d.parquet", images, labels)
+    cfg = DatasetConfig(name="parquet", path=str(tmp_path / "d.parquet"), image_column="img")
+    first = prepare(cfg)
+
+    def no_decode(*a, **k):  # noqa: ANN002, ANN003
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data_mod, "decode_images", no_decode)
+    second = prepare(cfg)
+    assert np.array_equal(first.images, second.images) and first.fingerprint == second.fingerprint

@@ -1,0 +1,134 @@
+"""The plain-PyTorch loop: resumable state, divergence, checkpoints, the CUDA-style path on CPU."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sslsweep.config import EncoderConfig, EvalConfig, TrainerConfig
+from sslsweep.trainables.data import Prepared, Splits, fingerprint
+from sslsweep.trainables.train import (
+    DeviceData,
+    Diverged,
+    Runtime,
+    lr_at,
+    load_checkpoint,
+    make_pretrainer,
+    save_checkpoint,
+    selection_metric,
+    train_one_epoch,
+)
+from tests.conftest import make_images
+
+CPU = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
+HP = {"lr": 0.05, "weight_decay": 1e-4, "batch_size": 16, "strength": 0.5, "temperature": 0.5, "crop_min": 0.3}
+
+
+def tiny_data(n: int = 64, channels: int = 1) -> Prepared:
+    images, labels = make_images(n, classes=4, channels=channels)
+    idx = np.arange(n)
+    return Prepared(images=images, labels=labels, splits=Splits(train=idx[:40], val=idx[40:52], test=idx[52:]),
+                    classes=[str(c) for c in range(4)], fingerprint=fingerprint(images, labels), hflip=False)
+
+
+def pretrainer(method: str = "simclr", runtime: Runtime = CPU, hp: dict | None = None, seed: int = 0):
+    data = tiny_data()
+    pre = make_pretrainer(method, hp or HP, data, EncoderConfig(width=4), TrainerConfig(), runtime, max_epochs=4,
+                          seed=seed)
+    return pre, DeviceData.put(data, runtime.device)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    """Linear warm-up reaches the base lr, cosine decay ends at 0."""
+    assert lr_at(0.5, 1.0, 10, 1) == pytest.approx(0.5)
+    assert lr_at(1.0, 1.0, 10, 1) == pytest.approx(1.0)
+    assert lr_at(10.0, 1.0, 10, 1) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(5.5, 1.0, 10, 1) == pytest.approx(0.5)
+
+
+def test_resumed_state_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Save after epoch 1, load into a fresh pretrainer: epoch 2 gives the same loss as without the break."""
+    a, dd = pretrainer()
+    train_one_epoch(a, dd.pool())
+    save_checkpoint(a.state_dict(), tmp_path)
+    expected = train_one_epoch(a, dd.pool()).loss
+    b, _ = pretrainer(seed=123)  # different init: everything must come from the checkpoint
+    b.load_state_dict(load_checkpoint(tmp_path / "state.pt"))
+    assert b.epoch == 1
+    assert train_one_epoch(b, dd.pool()).loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_same_seed_same_loss_different_seed_different_loss() -> None:
+    """Seeding fixes weights, batch order and augmentation."""
+    losses = [train_one_epoch(*(lambda p: (p[0], p[1].pool()))(pretrainer(seed=s))).loss for s in (0, 0, 1)]
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_nan_loss_raises_diverged_naming_lr_and_batch_size() -> None:
+    """An absurd learning rate makes the loss non-finite: Diverged, naming lr and batch size."""
+    pre, dd = pretrainer("rotation", hp={**HP, "lr": 1e12})
+    with pytest.raises(Diverged, match=r"pretext loss is (nan|inf).*lr 1e\+12, batch size 16"):
+        for _ in range(4):
+            train_one_epoch(pre, dd.pool())
+
+
+def test_bf16_autocast_and_channels_last_path_runs_on_cpu() -> None:
+    """The CUDA configuration (bf16 autocast + channels_last) is exercised on CPU: finite loss, views counted."""
+    rt = Runtime(torch.device("cpu"), autocast=True, channels_last=True, compile=False)
+    pre, dd = pretrainer(runtime=rt)
+    stats = train_one_epoch(pre, dd.pool())
+    assert np.isfinite(stats.loss) and stats.views == 2 * 16 * 2  # 2 steps of 16 images, 2 views each
+    assert 0 <= selection_metric(pre.encoder, dd, EvalConfig(knn_k=3), rt) <= 1
+
+
+def test_runtime_resolves_cpu_defaults_without_cuda() -> None:
+    """auto on a machine without CUDA: CPU, fp32, no channels_last, no compile."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rt = Runtime.resolve(TrainerConfig(compile=True))
+    assert rt == Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
+    with pytest.raises(RuntimeError, match="trainer.device = 'cuda'"):
+        Runtime.resolve(TrainerConfig(device="cuda"))
+
+
+def test_corrupt_checkpoint_names_its_file(tmp_path: Path) -> None:
+    """A truncated checkpoint raises ValueError naming the file; loading is weights_only."""
+    pre, _ = pretrainer()
+    path = save_checkpoint(pre.state_dict(), tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=rf"checkpoint {path} cannot be loaded"):
+        load_checkpoint(path)
+
+
+def test_pickled_code_in_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    """weights_only=True: a checkpoint carrying an arbitrary object is refused, not unpickled."""
+    path = tmp_path / "state.pt"
+    torch.save({"task": {}, "payload": replace}, path)  # a function object
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_checkpoint(path)
+
+
+def test_restore_falls_back_to_the_previous_checkpoint(tmp_path: Path) -> None:
+    """When the newest checkpoint is corrupt, the trial resumes from the one before it."""
+    from ray import tune
+
+    from sslsweep.trainables.trial import restore_latest
+
+    pre, dd = pretrainer()
+    train_one_epoch(pre, dd.pool())
+    save_checkpoint(pre.state_dict(), tmp_path / "checkpoint_000000")
+    train_one_epoch(pre, dd.pool())
+    newest = save_checkpoint(pre.state_dict(), tmp_path / "checkpoint_000001")
+    newest.write_bytes(b"garbage")
+    fresh, _ = pretrainer()
+    restore_latest(fresh, tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")))
+    assert fresh.epoch == 1
+    only_corrupt, _ = pretrainer()
+    (tmp_path / "checkpoint_000000" / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="checkpoint_000001/state.pt cannot be loaded"):
+        restore_latest(only_corrupt, tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")))
+
