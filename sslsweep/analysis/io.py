@@ -114,9 +114,22 @@ def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
 
 
+def _join(fs: pafs.FileSystem, directory: str, name: str) -> str:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return os.path.join(directory, name)
+    return posixpath.join(directory, name)
+
+
 def _read_manifest(fs: pafs.FileSystem, directory: str, location: str) -> dict[str, Any]:
     path = _join(fs, directory, MANIFEST)
-    if not _exists(fs, path):
+    try:
+        kind = fs.get_file_info(directory).type
+        present = _exists(fs, path)
+    except OSError as err:  # e.g. missing credentials or an unreachable bucket
+        raise ValueError(f"{location} cannot be read ({err}): a sweep directory must be readable") from err
+    if kind == pafs.FileType.NotFound:
+        raise ValueError(f"{location} does not exist: a sweep directory holds {MANIFEST}")
+    if not present:
         raise ValueError(f"{location} is not a sweep directory: {MANIFEST} missing")
     with fs.open_input_stream(path) as stream:
         raw = stream.read()
@@ -127,12 +140,6 @@ def _read_manifest(fs: pafs.FileSystem, directory: str, location: str) -> dict[s
     if not isinstance(manifest, dict):
         raise ValueError(f"{path} holds a {type(manifest).__name__}: {MANIFEST} must be a JSON object")
     return manifest
-
-
-def _join(fs: pafs.FileSystem, directory: str, name: str) -> str:
-    if isinstance(fs, pafs.LocalFileSystem):
-        return os.path.join(directory, name)
-    return posixpath.join(directory, name)
 
 
 def load_journal_studies(directory: str, methods: Sequence[str]) -> tuple[dict[str, Any], list[str]]:

@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -124,11 +125,11 @@ def figures(data: ReportData) -> list[Drawing]:
         out.append(_draw(f"method:{method}", f"{method}: {data.metric} vs hyperparameters",
                          f"{method}: final {data.metric} of each trial against each searched "
                          f"hyperparameter, best trial starred",
-                         lambda m=method: plots.metric_vs_hparams(data.mvh, m, data.metric)))
+                         partial(plots.metric_vs_hparams, data.mvh, method, data.metric)))
     for method in tables.method_order(data.importance["method"].astype(str).tolist()):
         out.append(_draw(f"method:{method}", f"{method}: importance",
                          f"{method}: hyperparameter importance bars",
-                         lambda m=method: plots.importances(data.importance, m)))
+                         partial(plots.importances, data.importance, method)))
     if data.curve["best_metric"].notna().any():
         out.append(_draw("search", "Best so far", f"Best {data.metric} so far against cumulative "
                          f"epochs trained, per method", lambda: plots.best_so_far(data.curve, data.metric)))
@@ -248,7 +249,12 @@ def cost_rows(cost: pd.DataFrame) -> list[list[str]]:
     """Rows of the search-cost table."""
     out = []
     for _, r in cost.iterrows():
-        saved = "n/a" if _isnan(r["epochs_saved"]) else f"{r['epochs_saved']:.0f} ({100 * r['saved_frac']:.0f}%)"
+        if _isnan(r["epochs_saved"]):
+            saved = "n/a"
+        elif r["epochs_full"] == 0:
+            saved = "0 (no pretraining)"
+        else:
+            saved = f"{r['epochs_saved']:.0f} ({100 * r['saved_frac']:.0f}%)"
         full = "n/a" if _isnan(r["epochs_full"]) else f"{r['epochs_full']:.0f}"
         out.append([r["method"], r["trials"], r["completed"], r["stopped"], r["failed"], r["diverged"],
                     r["epochs_trained"], full, saved])
@@ -257,7 +263,7 @@ def cost_rows(cost: pd.DataFrame) -> list[list[str]]:
 
 def stops_text(stops: pd.DataFrame, method: str) -> str:
     sub = stops[stops["method"] == method]
-    return ", ".join(f"epoch {int(e)}: {int(n)}" for e, n in zip(sub["rung_epoch"], sub["n_stopped"])) or "none"
+    return ", ".join(f"epoch {int(e)}: {int(n)}" for e, n in zip(sub["rung_epoch"], sub["n_stopped"])) or "no stops"
 
 
 def failure_rows(failed: pd.DataFrame, limit: int | None = None) -> list[list[str]]:

@@ -201,7 +201,8 @@ def search_cost(trials: pd.DataFrame, max_epochs: int | Mapping[str, int] | None
     ``max_epochs`` is ``config.search.max_epochs`` (an int, or a mapping sweep_id -> int for
     combined sweeps). Columns: ``method``, ``trials``, ``completed``, ``stopped`` (by ASHA),
     ``failed``, ``diverged``, ``epochs_trained`` (sum over trials of the largest epoch reached),
-    ``epochs_full`` (trials x max_epochs: every trial run to the end), ``epochs_saved``
+    ``epochs_full`` (trials x max_epochs: every trial run to the end; 0 for a method that does
+    not pretrain, i.e. whose trials all end at epoch 0), ``epochs_saved``
     (``epochs_full - epochs_trained``) and ``saved_frac``.
     """
     summary = trial_summary(trials)
@@ -212,6 +213,8 @@ def search_cost(trials: pd.DataFrame, max_epochs: int | Mapping[str, int] | None
         counts = g["status"].value_counts()
         trained = int(g["max_epoch"].sum())
         full = float(g["full"].sum()) if g["full"].notna().all() else math.nan
+        if _no_pretraining(g):
+            full = 0.0  # e.g. `none`: its completed trials end at epoch 0; there is nothing to save
         rows.append({
             "method": method, "trials": len(g),
             **{s: int(counts.get(s, 0)) for s in ("completed", "stopped", "failed", "diverged")},
@@ -222,6 +225,12 @@ def search_cost(trials: pd.DataFrame, max_epochs: int | Mapping[str, int] | None
     cols = ["method", "trials", "completed", "stopped", "failed", "diverged", "epochs_trained",
             "epochs_full", "epochs_saved", "saved_frac"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _no_pretraining(summary: pd.DataFrame) -> bool:
+    """A method whose completed trials all end at epoch 0 does not pretrain (``none``, transfer)."""
+    done = summary[summary["status"] == "completed"]
+    return bool(len(done)) and bool((done["max_epoch"] == 0).all()) and bool((summary["max_epoch"] == 0).all())
 
 
 def _max_epochs_for(row: pd.Series, max_epochs: int | Mapping[str, int] | None) -> float:
@@ -343,26 +352,44 @@ def param_importances(trials: pd.DataFrame, mode: str,
 
 def _importance_of(method: str, summary: pd.DataFrame, mode: str,
                    study: Any | None) -> tuple[list[dict[str, Any]], str]:
+    journal_err = ""
     if study is not None:
-        got, err = _importance_from_study(study)
+        got, journal_err = _importance_from_study(study)
         if got is not None:
-            return _rows(method, got, "optuna journal"), f"from the Optuna journal study ({IMPORTANCE_EVALUATOR})"
-        fallback = f"journal study unusable ({err}); "
-    else:
-        fallback = ""
+            n_done = len([t for t in study.trials if t.state.name == "COMPLETE"])
+            return _rows(method, got, "optuna journal"), (f"from {n_done} completed trials of the Optuna "
+                                                          f"journal study ({IMPORTANCE_EVALUATOR}){_rough(n_done)}")
+    got, n, err = _importance_from_trials(summary, mode)
+    if got is not None:
+        prefix = f"journal study unusable ({journal_err}); " if journal_err else ""
+        return _rows(method, got, "trials table"), (f"{prefix}from {n} completed trials in trials.parquet "
+                                                    f"({IMPORTANCE_EVALUATOR}){_rough(n)}")
+    if journal_err and journal_err != err:
+        return [], f"skipped: Optuna journal: {journal_err}; trials.parquet: {err}"
+    return [], f"skipped: {err}"
+
+
+ROUGH_BELOW = 10
+
+
+def _rough(n: int) -> str:
+    """A caution for importances fitted on few trials."""
+    return f"; only {n} trials: a rough indication" if n < ROUGH_BELOW else ""
+
+
+def _importance_from_trials(summary: pd.DataFrame, mode: str) -> tuple[dict[str, float] | None, int, str]:
+    """Importances from the completed trials of a trial summary, with the count used, or None
+    and the reason they cannot be computed."""
     completed = summary[(summary["status"] == "completed") & summary["metric"].notna()]
     if len(completed) < 2:
-        return [], f"{fallback}skipped: {len(completed)} completed trial(s), at least 2 are needed"
+        return None, len(completed), f"{len(completed)} completed trial(s), at least 2 are needed"
     cols = varying_hp_columns(completed)
     if len(cols) < 2:
         which = ", ".join(param_name(c) for c in cols) or "none"
-        return [], (f"{fallback}skipped: fewer than 2 hyperparameters vary across completed trials "
-                    f"(varying: {which}); importance would be trivial")
+        return None, len(completed), (f"fewer than 2 hyperparameters vary across completed trials "
+                                      f"(varying: {which}); importance would be trivial")
     got, err = _importance_from_study(in_memory_study(completed, cols, mode))
-    if got is None:
-        return [], f"{fallback}skipped: importance evaluation failed ({err})"
-    return _rows(method, got, "trials table"), (f"{fallback}from {len(completed)} completed trials in "
-                                                f"trials.parquet ({IMPORTANCE_EVALUATOR})")
+    return got, len(completed), err
 
 
 def _rows(method: str, importances: Mapping[str, float], source: str) -> list[dict[str, Any]]:
@@ -392,11 +419,15 @@ def _importance_from_study(study: Any) -> tuple[dict[str, float] | None, str]:
     with _quiet_optuna() as optuna:
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if len(complete) < 2:
-            return None, f"{len(complete)} complete trial(s), at least 2 are needed"
+            return None, f"{len(complete)} completed trial(s), at least 2 are needed"
         params = set.intersection(*(set(t.params) for t in complete))
         varying = [p for p in params if len({repr(t.params[p]) for t in complete}) > 1]
         if len(varying) < 2:
-            return None, f"fewer than 2 parameters vary across complete trials ({', '.join(sorted(varying)) or 'none'})"
+            which = ", ".join(sorted(varying)) or "none"
+            return None, (f"fewer than 2 hyperparameters vary across completed trials (varying: {which}); "
+                          f"importance would be trivial")
+        if len({t.value for t in complete}) < 2:
+            return None, f"all {len(complete)} completed trials have the same value: nothing to attribute"
         try:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
             return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), ""

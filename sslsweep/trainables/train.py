@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.trainables.data import Prepared, budgets, label_subset
+from sslsweep.trainables.data import Prepared, label_subset
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
 from sslsweep.trainables.tasks import TASKS, get_task

@@ -177,6 +177,7 @@ def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings
 
 
 def _search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
+    t0 = time.time()
     method, seed, hp = split_config(config)
     dd = DeviceData.put(data, runtime.device)
     if not pretrains(method):  # random init: one report at epoch 0

@@ -1,0 +1,72 @@
+"""Statistics: Student-t CI of a mean and the paired t-test over seeds, checked against hand values."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from sslsweep.analysis.stats import mean_ci, paired_t, significantly_worse, t_half_width
+
+
+def test_mean_ci_of_three_values_matches_hand_computed_student_t_interval() -> None:
+    """[0.5, 0.6, 0.7]: mean 0.6, sd 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3) = 0.2484."""
+    ci = mean_ci([0.5, 0.6, 0.7])
+    assert ci.n == 3
+    assert ci.mean == pytest.approx(0.6)
+    assert ci.sd == pytest.approx(0.1)
+    assert ci.half_width == pytest.approx(4.302652729911275 * 0.1 / math.sqrt(3))
+    assert ci.half_width == pytest.approx(0.2484, abs=1e-4)
+    assert (ci.low, ci.high) == pytest.approx((0.6 - 0.2484, 0.6 + 0.2484), abs=1e-4)
+
+
+def test_mean_ci_of_one_value_has_no_interval() -> None:
+    """n = 1 has no degrees of freedom: the half-width must be NaN, not 0."""
+    ci = mean_ci([0.42])
+    assert ci.mean == pytest.approx(0.42)
+    assert math.isnan(ci.half_width)
+    assert math.isnan(t_half_width(0.1, 1))
+
+
+def test_mean_ci_ignores_missing_values() -> None:
+    """NaN / None are not accuracies: they are dropped before n is counted."""
+    ci = mean_ci([0.5, None, float("nan"), 0.7])
+    assert ci.n == 2 and ci.mean == pytest.approx(0.6)
+
+
+def test_paired_t_pairs_by_seed_not_by_position() -> None:
+    """Seeds are matched by index label: b is given in another order and has an extra seed."""
+    a = pd.Series([0.60, 0.80, 0.90], index=[0, 1, 2])
+    b = pd.Series([0.88, 0.585, 0.78, 0.5], index=[2, 0, 1, 99])  # seed 99 has no partner
+    res = paired_t(a, b)
+    assert res.n_paired == 3
+    assert res.mean_diff == pytest.approx((0.015 + 0.02 + 0.02) / 3)
+    assert res.p_value == pytest.approx(sps.ttest_rel([0.6, 0.8, 0.9], [0.585, 0.78, 0.88]).pvalue)
+
+
+def test_paired_t_finds_a_difference_an_unpaired_test_would_miss() -> None:
+    """Large seed-to-seed spread, small consistent gap: paired p < 0.05 although Welch's p > 0.5."""
+    a = pd.Series([0.60, 0.80, 0.90], index=[0, 1, 2])
+    b = pd.Series([0.585, 0.78, 0.88], index=[0, 1, 2])
+    assert sps.ttest_ind(a, b, equal_var=False).pvalue > 0.5
+    res = paired_t(b, a)
+    assert res.testable and res.p_value < 0.05 and res.mean_diff < 0
+    assert significantly_worse(res) is True
+
+
+def test_paired_t_with_fewer_than_two_pairs_is_not_testable() -> None:
+    """One shared seed: no test, and 'worse' / 'not worse' both unclaimable (None)."""
+    res = paired_t(pd.Series([0.5, 0.6], index=[0, 1]), pd.Series([0.7, 0.8], index=[1, 2]))
+    assert res.n_paired == 1 and not res.testable
+    assert math.isnan(res.p_value)
+    assert significantly_worse(res) is None
+
+
+def test_paired_t_with_constant_differences_is_decided_without_nan() -> None:
+    """A constant non-zero shift is certain (p = 0); identical results show no difference (p = 1)."""
+    a = pd.Series([0.5, 0.6, 0.7], index=[0, 1, 2])
+    assert paired_t(a - 0.1, a).p_value == 0.0
+    same = paired_t(a, a)
+    assert same.p_value == 1.0 and significantly_worse(same) is False

@@ -1,0 +1,195 @@
+"""Faults: trial workers and the driver killed with SIGKILL; a diverging method. No work is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import psutil
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sslsweep.config import from_dictconfig
+from sslsweep.search.sweep import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
+        raw = compose(config_name="config", overrides=list(overrides))
+    return from_dictconfig(raw), OmegaConf.to_container(raw, resolve=True)
+
+
+def trial_workers() -> list[psutil.Process]:
+    """Ray worker processes currently running a search trial of this pytest session's Ray."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::") and ("ImplicitFunc" in cmd or "search_trial" in cmd):
+            out.append(p)
+    return out
+
+
+def raw_reports(sweep_dir: Path, experiment: str) -> dict[str, list[dict]]:
+    """Every result Ray Tune recorded per trial (result.json), restarts included, in order."""
+    out = {}
+    for f in sorted((sweep_dir / "tune" / experiment).glob("*/result.json")):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def test_trials_survive_repeated_worker_kills(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
+    """SIGKILL trial workers repeatedly: every trial still reaches max_epochs, no attempt after the
+    first checkpoint restarts from epoch 0, and trials.parquet has exactly one row per (trial, epoch)."""
+    max_epochs = 12
+    cfg, raw = compose_cfg("experiment=smoke", "method=[rotation]", f"storage={tmp_path}", "dataset.max_images=null",
+                           "search.num_samples=2", f"search.max_epochs={max_epochs}", "search.scheduler=fifo",
+                           "search.max_failures=20", "confirm.seeds=1", "confirm.epochs=1")
+    kills: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        seen: dict[int, float] = {}
+        while not stop.is_set() and len(kills) < 4:
+            now = time.time()
+            for p in trial_workers():
+                seen.setdefault(p.pid, now)
+                if now - seen[p.pid] > 2.5:  # long enough to have reported (and checkpointed) an epoch
+                    try:
+                        p.send_signal(signal.SIGKILL)
+                        kills.append(p.pid)
+                    except psutil.NoSuchProcess:
+                        pass
+                    break
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        sweep_dir = Path(run_sweep(cfg, raw))
+    finally:
+        stop.set()
+        thread.join()
+    assert len(kills) >= 2, "the test must actually kill workers"
+    trials = pd.read_parquet(sweep_dir / "trials.parquet")
+    assert trials["trial_id"].nunique() == 2
+    for _, g in trials.groupby("trial_id"):
+        assert sorted(g["epoch"]) == list(range(1, max_epochs + 1))  # none lost, none duplicated
+        assert set(g["status"]) == {"completed"}
+    resumed = 0
+    for trial_id, reports in raw_reports(sweep_dir, "search-rotation").items():
+        last_epoch = 0  # every report carried a checkpoint, so after the first one none may start at 0
+        for r in reports:
+            if last_epoch >= 1:
+                assert r["attempt_start_epoch"] >= 1, f"{trial_id} restarted from epoch 0: {r}"
+            last_epoch = max(last_epoch, r["epoch"])
+        resumed += len({r["attempt_start_epoch"] for r in reports} - {0})
+    assert resumed >= 1, "at least one attempt resumed from a checkpoint"
+    print(f"worker kills survived: {len(kills)}; attempts resumed from a checkpoint: {resumed}; "
+          f"rows checked: {len(trials)}")
+
+
+def _driver(args: list[str], **kw) -> subprocess.Popen:  # noqa: ANN003
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sslsweep.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env, **kw)
+
+
+def _wait_for(pred, proc: subprocess.Popen, timeout: float = 240) -> None:  # noqa: ANN001
+    t0 = time.time()
+    while not pred():
+        assert proc.poll() is None, f"driver ended early: {proc.stdout.read()[-3000:]}"
+        assert time.time() - t0 < timeout, "timed out waiting for the driver"
+        time.sleep(0.5)
+
+
+def _kill_driver(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started (fate-shared)
+    proc.wait(timeout=30)
+
+
+def _finish(args: list[str]) -> str:
+    proc = _driver(args)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def test_driver_killed_during_search_and_confirm_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """SIGKILL the driver during the search, resume, SIGKILL it during the confirm phase, resume:
+    the sweep completes with every trial once, the Optuna studies keep the trials from before the
+    kills, and the tables match what an uninterrupted sweep of this config produces."""
+    overrides = ["experiment=smoke", "method=[simclr,rotation]", f"storage={tmp_path}", "search.num_samples=3",
+                 "search.max_epochs=3", "search.grace_period=1", "dataset.max_images=400"]
+    proc = _driver(["sweep", *overrides])
+    sweep_dir: list[Path] = []
+
+    def search_checkpointed() -> bool:
+        found = list(tmp_path.glob("*/tune/search-rotation/*/checkpoint_*"))
+        if found:
+            sweep_dir.append(found[0].parents[3])
+        return bool(found)
+
+    _wait_for(search_checkpointed, proc)
+    _kill_driver(proc)
+    root = sweep_dir[0]
+    before = pd.read_parquet(root / "trials.parquet")  # simclr was finished and written before the kill
+    assert set(before.method) == {"simclr"}
+    t_resume = time.time()
+    proc = _driver(["resume", str(root)])
+    _wait_for(lambda: any((root / "tune" / "confirm").glob("*/checkpoint_*")), proc)
+    _kill_driver(proc)
+    _finish(["resume", str(root)])
+    resume_s = time.time() - t_resume
+
+    trials = pd.read_parquet(root / "trials.parquet")
+    assert trials.groupby("method")["trial_id"].nunique().to_dict() == {"rotation": 3, "simclr": 3}
+    assert not trials.duplicated(["trial_id", "epoch"]).any()
+    # the simclr trials finished before the first kill are the same trials, not re-runs
+    assert set(before.trial_id) == set(trials[trials.method == "simclr"].trial_id)
+    pd.testing.assert_frame_equal(before.reset_index(drop=True),
+                                  trials[trials.method == "simclr"].reset_index(drop=True)[before.columns],
+                                  check_dtype=False)
+    for method in ("simclr", "rotation"):
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(root / "optuna" / f"{method}.journal")))
+        finished = [t for t in optuna.load_study(study_name=method, storage=storage).trials if t.state.is_finished()]
+        assert len(finished) >= 3
+    budget = pd.read_parquet(root / "budget.parquet")
+    assert len(budget) == 2 * 2 * 2 * 2  # methods x seeds x budgets (10%, 100%) x protocols, as uninterrupted
+    assert not budget.duplicated(["method", "seed", "budget", "protocol"]).any()
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["progress"]["confirmed"] and (root / "report.html").exists()
+    print(f"resume (two kills, two resumes) took {resume_s:.0f} s")
+
+
+def test_diverging_method_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
+    """A method whose loss becomes NaN: its trials end as diverged (FAIL in Optuna, not retried), the
+    other method is searched and confirmed, and the report lists the diverged trials."""
+    cfg, raw = compose_cfg("experiment=smoke", "method=[simclr,rotation]", f"storage={tmp_path}",
+                           "+method.rotation.space.lr=1.0e12", "search.max_epochs=2")
+    root = Path(run_sweep(cfg, raw))
+    trials = pd.read_parquet(root / "trials.parquet")
+    rot = trials[trials.method == "rotation"]
+    assert set(rot.status) == {"diverged"} and rot.error.str.contains("pretext loss is").all()
+    assert rot["metric"].isna().all()
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(root / "optuna" / "rotation.journal")))
+    assert {t.state.name for t in optuna.load_study(study_name="rotation", storage=storage).trials} == {"FAIL"}
+    for reports in raw_reports(root, "search-rotation").values():
+        assert len(reports) == 1 and reports[0]["diverged"] == 1  # ended at its first report, never retried
+    budget = pd.read_parquet(root / "budget.parquet")
+    assert set(budget.method) == {"simclr"}
+    assert "diverged" in (root / "report.md").read_text()
