@@ -131,7 +131,7 @@ class AugmentConfig:
 
     @property
     def blur_kernel(self) -> int:
-        """Odd blur kernel side: 10% of ``size`` (SimCLR), at least 3, at most what reflect-padding allows."""
+        """Odd blur kernel side: 10% of ``size`` (SimCLR), at least 3, at most reflect padding's limit."""
         k = max(3, int(0.1 * self.size))
         k += 1 - k % 2  # odd
         return min(k, 2 * self.size - 1)
@@ -174,7 +174,7 @@ class AugmentParams:
     @staticmethod
     def identity(n: int, height: int, width: int, device: torch.device | str | None = None) -> AugmentParams:
         """Parameters that change nothing: the whole image, no flip, jitter, grayscale or blur."""
-        crop = torch.tensor([0, 0, height, width], dtype=torch.int64, device=device).repeat(n, 1)  # (N, 4)
+        crop = torch.tensor([[0, 0, height, width]], dtype=torch.int64, device=device).repeat(n, 1)  # (N, 4)
         no = torch.zeros(n, dtype=torch.bool, device=device)
         factors = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device).repeat(n, 1)  # (N, 4)
         order = torch.arange(4, device=device).repeat(n, 1)  # (N, 4)
@@ -194,8 +194,10 @@ class BatchAugment:
     and per-op maths, but each op is one tensor pass over the whole batch with per-sample
     parameters:
 
-    * crop + flip + resize: one per-sample affine (``F.affine_grid`` + bilinear ``F.grid_sample``),
-      the sampling points clamped to the crop's pixel centres as ``F.resized_crop`` does;
+    * crop + flip + resize: one per-sample axis-aligned affine (scale, shift, mirror) sampled by
+      bilinear ``F.grid_sample``. The grid is built per axis, ``(N, 2, S)``, rather than by
+      ``F.affine_grid``: fewer ops, sampling points clamped to the crop's pixel centres as
+      ``F.resized_crop`` does, and a flip that mirrors the sampling points exactly;
     * colour jitter: brightness, contrast and saturation are blends ``f * x + (1 - f) * ref`` with
       ``ref`` = 0, the mean luma, the luma image; hue is an RGB -> HSV -> RGB rotation. Each sample
       gets its own random order of the four ops (torchvision's ``fn_idx``): the slots before its
@@ -246,11 +248,13 @@ class BatchAugment:
         """
         if n < 1 or height < 1 or width < 1:
             raise ValueError(f"n, height, width = {(n, height, width)}, but must all be >= 1")
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        if device is None:
+            device = generator.device if generator is not None else torch.device("cpu")
+        device = torch.device(device)
         draw_device = generator.device if generator is not None else device
         # (N, 35) uniforms; float64 so that rounding crop sides matches torchvision's Python floats.
         u = torch.rand(n, _N_UNIFORMS, generator=generator, device=draw_device, dtype=torch.float64)
-        # One affine map turns them into areas, log-ratios, factors, sigmas (columns: _COLUMNS).
+        # One affine map turns the columns into area fractions, log-ratios, factors and sigmas.
         scale, offset = self._uniform_map(device)
         v = torch.addcmul(offset, u.to(device), scale)  # (N, 35)
         crop = self._sample_crops(v[:, _AREA], v[:, _LOG_RATIO], v[:, _TOP_LEFT], height, width)
@@ -271,7 +275,8 @@ class BatchAugment:
         scale, offset = [1.0] * _N_UNIFORMS, [0.0] * _N_UNIFORMS
         (s_low, s_high), (r_low, r_high) = cfg.crop_scale, cfg.crop_ratio
         spans = [(_AREA, s_low, s_high), (_LOG_RATIO, math.log(r_low), math.log(r_high))]
-        spans += [(slice(_FACTORS.start + k, _FACTORS.start + k + 1), lo, hi) for k, (lo, hi) in enumerate(cfg.jitter_ranges())]
+        for k, (low, high) in enumerate(cfg.jitter_ranges()):
+            spans.append((slice(_FACTORS.start + k, _FACTORS.start + k + 1), low, high))
         spans += [(_SIGMA_SLICE, *cfg.blur_sigma)]
         for columns, low, high in spans:
             for j in range(columns.start, columns.stop):
@@ -279,7 +284,12 @@ class BatchAugment:
         return _const(tuple(scale), device, torch.float64), _const(tuple(offset), device, torch.float64)
 
     def _sample_crops(
-        self, area_frac: torch.Tensor, log_ratio: torch.Tensor, u_top_left: torch.Tensor, height: int, width: int
+        self,
+        area_frac: torch.Tensor,
+        log_ratio: torch.Tensor,
+        u_top_left: torch.Tensor,
+        height: int,
+        width: int,
     ) -> torch.Tensor:
         """torchvision's ``RandomResizedCrop.get_params``, vectorised: (N, 4) int64 (top, left, h, w).
 
@@ -323,7 +333,7 @@ class BatchAugment:
         return self.apply(x, params)
 
     def apply(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Apply drawn params: ``(N, C, H, W)`` uint8 (or float in [0, 1]) -> ``(N, C, size, size)`` float32.
+        """Apply drawn params: ``(N, C, H, W)`` uint8 (or float in [0, 1]) -> float32 ``(N, C, S, S)``.
 
         Colour jitter, grayscale and blur run only where the config enables them (probability,
         and for jitter strength, above 0); within them, ``params`` decides per sample.
@@ -365,14 +375,16 @@ class BatchAugment:
         start, side = crop[:, :2], crop[:, 2:]  # (N, 2, 1) each, as (y, x)
         centres = _const(tuple((j + 0.5) / size for j in range(size)), device, dtype)  # (S,)
         pos = torch.addcmul(start - 0.5, side, centres)  # (N, 2, S) input pixel coordinates
-        pass
+        pos = torch.clamp(pos, min=start, max=start + side - 1)
         # Pixel coordinate p -> grid_sample's normalised (2 p + 1) / L - 1 (align_corners=False).
         to_norm = _const(((2 / height,), (2 / width,)), device, dtype)  # (2, 1)
         shift = _const(((1 / height - 1,), (1 / width - 1,)), device, dtype)
         pos = torch.addcmul(shift, pos, to_norm)  # (N, 2, S)
         ys, xs = pos.unbind(dim=1)  # (N, S) each
         xs = torch.where(params.flip.unsqueeze(1), xs.flip(-1), xs)
-        grid = torch.stack((xs.unsqueeze(1).expand(n, size, size), ys.unsqueeze(2).expand(n, size, size)), dim=-1)
+        grid = torch.stack(
+            (xs.unsqueeze(1).expand(n, size, size), ys.unsqueeze(2).expand(n, size, size)), dim=-1
+        )  # (N, S, S, 2) as (x, y)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _color_jitter(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
@@ -386,7 +398,8 @@ class BatchAugment:
         n, c = x.shape[:2]
         dtype, device = x.dtype, x.device
         jitter = params.jitter.unsqueeze(1)  # (N, 1)
-        factors = torch.where(jitter, params.factors.to(dtype), _const((1.0, 1.0, 1.0, 0.0), device, dtype))
+        identity = _const((1.0, 1.0, 1.0, 0.0), device, dtype)  # factors 1 and hue shift 0
+        factors = torch.where(jitter, params.factors.to(dtype), identity)  # (N, 4)
         order = params.order  # (N, 4)
         with_hue = c == 3 and self.cfg.jitter_ranges()[3][1] > 0.0
         if with_hue:
@@ -400,9 +413,9 @@ class BatchAugment:
             usable = (slot_ops != _HUE) & (slot_ops != _SATURATION) if c == 1 else slot_ops != _HUE
         f = torch.where(usable, factors.gather(1, slot_ops.clamp(max=_SATURATION)), 1.0)  # (N, K)
         keep = 1.0 - f  # weight of the reference image
-        w_mean = (keep * (slot_ops == _CONTRAST)).unsqueeze(-1).unsqueeze(-1).unsqueeze(-1)  # (N, K, 1, 1, 1)
-        w_luma = (keep * (slot_ops == _SATURATION)).unsqueeze(-1).unsqueeze(-1).unsqueeze(-1)
-        f = f.unsqueeze(-1).unsqueeze(-1).unsqueeze(-1)
+        w_mean = (keep * (slot_ops == _CONTRAST)).view(n, -1, 1, 1, 1)  # (N, K, 1, 1, 1)
+        w_luma = (keep * (slot_ops == _SATURATION)).view(n, -1, 1, 1, 1)
+        f = f.view(n, -1, 1, 1, 1)
         slots = range(slot_ops.shape[1])
         for k in slots[:3] if with_hue else slots:
             x = _blend(x, f[:, k], w_mean[:, k], w_luma[:, k])
@@ -471,7 +484,8 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     # get some hue, which s = 0 makes irrelevant.
     h6 = torch.add(diff.gather(1, argmax) / spread.clamp_min(1e-12), argmax.to(dtype), alpha=2.0)
     h6 = torch.remainder(h6 + 6.0 * shift.to(dtype).view(-1, 1, 1, 1), 6.0)
-    k = torch.remainder(h6 + _const(((5.0,), (3.0,), (1.0,)), device, dtype).view(1, 3, 1, 1), 6.0)  # (N, 3, H, W)
+    n_rgb = _const((5.0, 3.0, 1.0), device, dtype).view(1, 3, 1, 1)
+    k = torch.remainder(h6 + n_rgb, 6.0)  # (N, 3, H, W)
     ramp = torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
     return torch.addcmul(maxc, maxc * sat, ramp, value=-1.0).clamp_(0.0, 1.0)
 
@@ -501,7 +515,7 @@ def to_float(x: torch.Tensor, size: int | None = None) -> torch.Tensor:
     _check_images(x)
     out = _as_float(x)
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"size = {size!r}, but must be an integer >= 1")
         if tuple(out.shape[-2:]) != (size, size):
             out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

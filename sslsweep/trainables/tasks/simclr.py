@@ -57,6 +57,6 @@ class SimCLR(PretextTask):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
         n = x.shape[0]
-        views = torch.cat([self.augment(x, generator), self.augment(x, generator)])  # (2N, C, S, S)
+        views = self.augment(torch.cat([x, x]), generator)  # (2N, C, S, S): two independent views, one pass
         z = self.projector(self.encoder(views))  # one pass: BN statistics over both views
         return TaskOutput(loss=nt_xent(z[:n], z[n:], self.temperature), views=2 * n)
