@@ -179,7 +179,7 @@ def test_diverging_method_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path:
     """A method whose loss becomes NaN: its trials end as diverged (FAIL in Optuna, not retried), the
     other method is searched and confirmed, and the report lists the diverged trials."""
     cfg, raw = compose_cfg("experiment=smoke", "method=[simclr,rotation]", f"storage={tmp_path}",
-                           "+method.rotation.space.lr=1.0e12", "search.max_epochs=2")
+                           "+method.rotation.space.lr=1.0e30", "search.max_epochs=2")
     root = Path(run_sweep(cfg, raw))
     trials = pd.read_parquet(root / "trials.parquet")
     rot = trials[trials.method == "rotation"]

@@ -1,0 +1,151 @@
+"""The Tune adapter, with Ray's reporting replaced by a recorder: what a trial reports and when."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
+from sslsweep.search.results import outcome
+from sslsweep.trainables import trial as trial_mod
+from sslsweep.trainables.trial import TrialSettings, confirm_trial, search_trial
+from tests.trainables.test_train import tiny_data
+
+SETTINGS = TrialSettings(encoder=EncoderConfig(width=4), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3),
+                         confirm=ConfirmConfig(finetune_steps=3), metric="knn_top1", max_epochs=3, eval_every=1,
+                         num_threads=1, budgets=(("fraction", 0.5), ("per_class", 2.0)))
+CONFIG = {"method": "rotation", "seed": 0, "lr": 0.05, "weight_decay": 0.0, "batch_size": 16, "strength": 0.0,
+          "crop_min": 0.6}
+
+
+class Recorder:
+    """Stands in for ``ray.tune``: records reports and keeps the last checkpoint for a restart."""
+
+    def __init__(self, checkpoint: Any = None) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoint = checkpoint
+        self.Checkpoint = _Checkpoint
+
+    def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
+
+    def get_checkpoint(self) -> Any:
+        return self.checkpoint
+
+
+class _Checkpoint:
+    """A directory checkpoint copied away (Tune persists the reported directory the same way)."""
+
+    counter = 0
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @classmethod
+    def from_directory(cls, path: str) -> "_Checkpoint":
+        import shutil
+        import tempfile
+
+        cls.counter += 1
+        dest = Path(tempfile.mkdtemp()) / f"checkpoint_{cls.counter:06d}"
+        shutil.copytree(path, dest)
+        return cls(str(dest))
+
+    @property
+    def filesystem(self):  # noqa: ANN201
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem()
+
+    def as_directory(self):  # noqa: ANN201
+        import contextlib
+
+        return contextlib.nullcontext(self.path)
+
+
+@pytest.fixture()
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    rec = Recorder()
+    monkeypatch.setattr(trial_mod, "tune", rec)
+    return rec
+
+
+def test_search_trial_reports_every_epoch_with_a_checkpoint(recorder: Recorder) -> None:
+    """One report per epoch with the selection metric in [0, 1]; the last one ends the trial as completed."""
+    search_trial(dict(CONFIG), tiny_data(), SETTINGS)
+    assert [r["epoch"] for r in recorder.reports] == [1, 2, 3]
+    assert all(0 <= r["knn_top1"] <= 1 and r["attempt_start_epoch"] == 0 for r in recorder.reports)
+    assert recorder.checkpoint is not None
+    assert outcome(recorder.reports[-1], False, SETTINGS.max_epochs) == "completed"
+
+
+def test_restarted_trial_resumes_after_its_checkpoint(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second attempt given the first attempt's epoch-2 checkpoint reports epoch 3 only, as resumed from 2."""
+    first = Recorder()
+    monkeypatch.setattr(trial_mod, "tune", first)
+    short = TrialSettings(**{**SETTINGS.__dict__, "max_epochs": 3})
+    calls = {"n": 0}
+    real = trial_mod.train_epochs
+
+    def crash_after_two(*a, **k):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("worker killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(trial_mod, "train_epochs", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        search_trial(dict(CONFIG), tiny_data(), short)
+    second = Recorder(checkpoint=first.checkpoint)
+    monkeypatch.setattr(trial_mod, "tune", second)
+    monkeypatch.setattr(trial_mod, "train_epochs", real)
+    search_trial(dict(CONFIG), tiny_data(), short)
+    assert [r["epoch"] for r in second.reports] == [3]
+    assert second.reports[0]["attempt_start_epoch"] == 2
+
+
+def test_out_of_memory_ends_the_trial_naming_the_batch_size(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA OOM in one trial: it reports a failure naming its batch size and returns (no crash, no retry)."""
+
+    def oom(*a, **k):  # noqa: ANN002, ANN003
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trial_mod, "train_epochs", oom)
+    search_trial(dict(CONFIG), tiny_data(), SETTINGS)
+    (last,) = recorder.reports
+    assert last["error"] == "out of GPU memory at batch size 16" and last["diverged"] == 0
+    assert outcome(last, False, SETTINGS.max_epochs) == "failed"
+
+
+def test_diverged_trial_reports_once_as_diverged(recorder: Recorder) -> None:
+    """A NaN loss: one final report flagged diverged, with the message; outcome 'diverged'."""
+    search_trial({**CONFIG, "lr": 1e30}, tiny_data(), SETTINGS)
+    last = recorder.reports[-1]
+    assert last["diverged"] == 1 and "pretext loss is" in last["error"]
+    assert outcome(last, False, SETTINGS.max_epochs) == "diverged"
+
+
+def test_random_init_reports_once_at_epoch_zero(recorder: Recorder) -> None:
+    """`none` is not pretrained: one report at epoch 0 with the selection metric."""
+    search_trial({"method": "none", "seed": 0}, tiny_data(), SETTINGS)
+    (r,) = recorder.reports
+    assert r["epoch"] == 0 and 0 <= r["knn_top1"] <= 1
+
+
+def test_confirm_trial_evaluates_every_budget_and_protocol(recorder: Recorder) -> None:
+    """Confirm: after pretraining, rows for each budget x (linear, finetune) with val and test accuracy."""
+    import json
+
+    confirm_trial({"run": {**CONFIG, "source_trial_id": "abc"}}, tiny_data(), SETTINGS)
+    rows = json.loads(recorder.reports[-1]["budget_rows"])
+    assert {(r["budget_kind"], r["budget"], r["protocol"]) for r in rows} == {
+        ("fraction", 0.5, "linear"), ("fraction", 0.5, "finetune"),
+        ("per_class", 2.0, "linear"), ("per_class", 2.0, "finetune")}
+    assert all(0 <= r["test_acc"] <= 1 and r["pretrain_epochs"] == 3 for r in rows)
+    assert {r["n_labels"] for r in rows if r["budget_kind"] == "per_class"} == {8}  # 2 per class x 4 classes
