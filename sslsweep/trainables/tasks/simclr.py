@@ -26,7 +26,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D), fp32 for a stable softmax
     sim = z @ z.T / temperature  # (2N, 2N) cosine similarities / tau
     sim.fill_diagonal_(float("-inf"))  # an anchor is not its own negative
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    idx = torch.arange(n, device=z.device)  # made on the device: no host-to-device copy (and sync) per step
+    targets = torch.cat([idx + n, idx])
     return F.cross_entropy(sim, targets)
 
 
