@@ -10,6 +10,7 @@ live in :func:`check_against_data`, called once the labels are known and still b
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -325,6 +326,16 @@ def validate(cfg: SweepConfig) -> None:
     e = cfg.encoder
     _require(e.name in ENCODERS, "encoder.name", e.name, f"unknown encoder; known: {', '.join(ENCODERS)}")
     _require(_is_int(e.width) and e.width >= 1, "encoder.width", e.width, "must be an integer >= 1")
+    if any(TASKS[m.name].loads_weights for m in cfg.methods):
+        _require(e.weights is not None, "encoder.weights", None,
+                 "method transfer needs pretrained weights: encoder=resnet18 "
+                 "encoder.weights=ResNet18_Weights.IMAGENET1K_V1, or encoder.weights=/path/to/file.pt")
+    if e.weights is not None:
+        if re.fullmatch(r"\w+_Weights\.\w+", str(e.weights)):
+            _require(e.name == "resnet18" and e.width == 64, "encoder.weights", e.weights,
+                     "torchvision ResNet-18 weights need encoder=resnet18 with encoder.width=64")
+        else:
+            _check_path_exists("encoder.weights", str(e.weights))
 
     s = cfg.search
     _require(_is_int(s.num_samples) and s.num_samples >= 1, "search.num_samples", s.num_samples, "must be >= 1")

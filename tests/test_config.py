@@ -82,6 +82,10 @@ RULES = [
     (["trainer.device=tpu"], r"trainer.device = 'tpu': must be auto, cpu or cuda"),
     (["+search.typo=1"], r"search.typo = 1: unknown key"),
     (["~method.simclr.space.temperature"], r"method.simclr.space.temperature = None: required by this method"),
+    (["method=[transfer]"], r"encoder.weights = None: method transfer needs pretrained weights"),
+    (["method=[transfer]", "encoder.weights=/no/such/weights.pt"], r"encoder.weights = '/no/such/weights.pt': path does not exist"),
+    (["method=[transfer]", "encoder.weights=ResNet18_Weights.IMAGENET1K_V1"],
+     r"torchvision ResNet-18 weights need encoder=resnet18 with encoder.width=64"),
 ]
 
 
@@ -115,3 +119,14 @@ def test_labels_per_class_above_smallest_class_is_rejected() -> None:
     cfg = load("dataset.labels_per_class=[500]")
     with pytest.raises(ConfigError, match=r"dataset.labels_per_class = 500: must be <= the smallest class .*\(\d+ images\)"):
         check_data(cfg)
+
+
+def test_only_transfer_starts_from_the_given_weights() -> None:
+    """encoder.weights reaches the transfer task only: `none` stays the random-init baseline."""
+    from sslsweep.config import EncoderConfig
+    from sslsweep.trainables.tasks import encoder_config_for
+
+    cfg = EncoderConfig(weights="/some/file.pt")
+    assert encoder_config_for("transfer", cfg).weights == "/some/file.pt"
+    for method in ("none", "simclr", "rotation"):
+        assert encoder_config_for(method, cfg).weights is None

@@ -23,7 +23,7 @@ import pandas as pd
 
 from sslsweep import __version__
 from sslsweep.config import SweepConfig, from_dictconfig, to_dict
-from sslsweep.search.ray_init import init_ray
+from sslsweep.search.ray_init import check_storage_shared, init_ray
 from sslsweep.search.results import best_trials, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.storage import Storage, open_sweep_dir
 from sslsweep.trainables.data import budgets, check_data, prepare
@@ -135,6 +135,7 @@ class Sweep:
                  self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),
                  data.shape)
         init_ray(self.cfg)
+        check_storage_shared(self.st)  # multi-node: every node must see the sweep directory
         self.manifest["hardware"] = _hardware()
         from ray import tune
 
@@ -209,6 +210,13 @@ class Sweep:
             for seed in range(self.cfg.confirm.seeds):
                 runs.append({**config, "seed": seed, "source_trial_id": b["trial_id"]})
         phase = self.manifest["phases"].setdefault("confirm", {"started": _now()})
+        if not runs:  # every method's trials failed or diverged: nothing to confirm, the report says why
+            log.warning("no method has a finished trial: the confirm phase is skipped")
+            self.st.write_table("budget.parquet", budget_table([]))
+            phase["finished"], phase["wall_s"] = _now(), 0.0
+            self.manifest["progress"]["confirmed"] = True
+            self.save_manifest()
+            return
         t0 = time.time()
         tune_root = self.st.child_uri("tune")
         tuner = restore_or_new(f"{tune_root}/confirm", trainable, self.cfg.resources,

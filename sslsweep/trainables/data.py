@@ -137,29 +137,79 @@ def decode_images(blobs: Sequence[bytes], size: int | None, *, source: str, work
     return np.concatenate(parts)  # type: ignore[arg-type]
 
 
+def is_uri(path: str) -> bool:
+    """A remote location (``s3://``, ``gs://``, ...) read through pyarrow's filesystems."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _open_fs(path: str, key: str = "dataset.path"):  # -> (pyarrow.fs.FileSystem, str)
+    """The pyarrow filesystem and in-filesystem path of a local path, ``file://`` path or URI."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(path):
+        return pafs.LocalFileSystem(), os.path.abspath(_local(path))
+    try:
+        return pafs.FileSystem.from_uri(path)
+    except Exception as exc:  # unknown scheme, missing credentials, bad bucket name ...
+        raise ConfigError(key, path, f"cannot open ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _file_info(path: str, key: str = "dataset.path"):  # -> pyarrow.fs.FileInfo
+    fs, inner = _open_fs(path, key)
+    try:
+        return fs.get_file_info(inner)
+    except Exception as exc:  # access denied, no such bucket, endpoint unreachable
+        raise ConfigError(key, path, f"cannot read ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _child(path: str, name: str) -> str:
+    return f"{path.rstrip('/')}/{name}" if is_uri(path) else str(Path(_local(path)) / name)
+
+
 def _parquet_files(path: str) -> tuple[str, str | None]:
-    """(train file, test file or None) for a file or a directory holding train.parquet/test.parquet."""
-    p = Path(path)
-    if p.is_dir():
-        train = p / "train.parquet"
-        if not train.exists():
+    """(train file, test file or None) for a file or a directory holding train.parquet/test.parquet.
+
+    ``path`` may be a local path or a URI (``s3://bucket/cifar10``): a URI is read through
+    pyarrow's filesystems on the driver only, and the decoded arrays reach the trials through
+    Ray's object store, so no other node needs the file."""
+    import pyarrow.fs as pafs
+
+    info = _file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ConfigError("dataset.path", path, "path does not exist")
+    if info.type == pafs.FileType.Directory:
+        train = _child(path, "train.parquet")
+        if _file_info(train).type != pafs.FileType.File:
             raise ConfigError("dataset.path", path, "a directory must hold train.parquet")
-        test = p / "test.parquet"
-        return str(train), (str(test) if test.exists() else None)
+        test = _child(path, "test.parquet")
+        return train, (test if _file_info(test).type == pafs.FileType.File else None)
     return path, None
 
 
-def _read_parquet_columns(path: str, cfg: DatasetConfig, columns: Sequence[str]):  # -> pyarrow.Table
+def _read_parquet_columns(path: str, cfg: DatasetConfig, columns: Sequence[str],
+                          required: Sequence[str] | None = None):  # -> pyarrow.Table
+    """Read ``columns`` of the Parquet file at ``path`` (local path or URI), after checking that
+    every column of ``required`` (default: ``columns``) exists."""
     import pyarrow.parquet as pq
 
+    fs, inner = _open_fs(path)
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(inner, filesystem=fs)
     except Exception as exc:
         raise ConfigError("dataset.path", path, f"not a readable Parquet file ({type(exc).__name__})") from None
+    needed = set(columns if required is None else required) | set(columns)
     for key, col in (("dataset.image_column", cfg.image_column), ("dataset.label_column", cfg.label_column)):
-        if col in columns and col not in schema.names:
+        if col in needed and col not in schema.names:
             raise ConfigError(key, col, f"no such column in {path}; columns: {', '.join(schema.names)}")
-    return pq.read_table(path, columns=list(columns))
+    return pq.read_table(inner, columns=list(columns), filesystem=fs)
 
 
 def _image_bytes(table, column: str, path: str) -> list[bytes]:
@@ -235,13 +285,15 @@ def read_labels(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None]:
     if cfg.name == "parquet":
         train, test = _parquet_files(str(cfg.path))
         test = cfg.test_path or test
-        y = _labels(_read_parquet_columns(train, cfg, [cfg.image_column, cfg.label_column]).select([cfg.label_column]),
-                    cfg.label_column, train)
+        both = [cfg.image_column, cfg.label_column]  # both must exist; only the labels are read
+        y = _labels(_read_parquet_columns(train, cfg, [cfg.label_column], required=both), cfg.label_column, train)
         yt = None
         if test is not None:
-            yt = _labels(_read_parquet_columns(test, cfg, [cfg.image_column, cfg.label_column]).select(
-                [cfg.label_column]), cfg.label_column, test)
+            yt = _labels(_read_parquet_columns(test, cfg, [cfg.label_column], required=both), cfg.label_column, test)
         return y, yt
+    for key, p in (("dataset.path", cfg.path), ("dataset.test_path", cfg.test_path)):
+        if p is not None and is_uri(str(p)):
+            raise ConfigError(key, p, "an imagefolder must be a local directory; a URI is read only for dataset=parquet")
     _, _, y = _folder_files(str(cfg.path))
     yt = _folder_files(cfg.test_path)[2] if cfg.test_path else None
     return y, yt
@@ -261,9 +313,20 @@ def _cache_dir() -> Path:
 
 
 def _source_key(cfg: DatasetConfig, paths: Sequence[str]) -> str:
+    """Key of the decoded-array cache: the decoding options and each source file's identity
+    (resolved path or URI, size, modification time), so a changed file is decoded again."""
+    import pyarrow.fs as pafs
+
     h = hashlib.sha256()
     h.update(repr((cfg.name, cfg.image_column, cfg.label_column, cfg.image_size)).encode())
     for p in paths:
+        if is_uri(p):  # one object (a directory was resolved to its train/test files before)
+            info = _file_info(p)
+            if info.type != pafs.FileType.File:
+                raise ConfigError("dataset.path", p, "not a file")
+            h.update(f"{p}:{info.size}:{info.mtime_ns}".encode())
+            continue
+        p = _local(p)
         for f in sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]:
             if f.is_file():
                 st = f.stat()

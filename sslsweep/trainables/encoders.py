@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -111,8 +110,8 @@ def load_weights(encoder: Encoder, cfg: EncoderConfig) -> None:
       ``encoder=resnet18``, ``encoder.width=64``), read from the torch hub cache
       (``$TORCH_HOME/hub/checkpoints/<file>``) or downloaded there; offline and not cached it
       fails naming the file to put there. ImageNet's conv1 (7x7, stride 2, RGB) does not fit the
-      CIFAR stem (3x3, stride 1): it is resized to 3x3 (kernel area-averaged, rescaled to keep its
-      response to flat input) and, for grey images, summed over the colour channels; ``fc`` is
+      CIFAR stem (3x3, stride 1): it is resized to 3x3 (area resampling, which keeps the kernel's
+      sum, i.e. its response to flat input) and, for grey images, summed over the colour channels; ``fc`` is
       dropped. The encoder's fixed input normalisation ((x - 0.5) / 0.25) is close to ImageNet's
       (mean ~0.45, std ~0.23);
     * a file: ``torch.load(..., weights_only=True)`` of an encoder state dict (keys
@@ -174,14 +173,22 @@ def _encoder_entries(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _area_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of area resampling: entry (i, j) is the overlap of input pixel
+    [j, j + 1) with output bin i of width n_in / n_out; every column sums to 1, so sums are kept."""
+    edges = torch.linspace(0, n_in, n_out + 1)
+    j = torch.arange(n_in)
+    return (torch.minimum(edges[1:, None], j + 1.0) - torch.maximum(edges[:-1, None], j * 1.0)).clamp(min=0)
+
+
 def _adapt_conv(w: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """A conv kernel (O, Ci, k, k) made to fit (O, Ct, k', k') when only the kernel size and/or the
     colour channels (1 <-> 3) differ; otherwise returned unchanged (and reported as a mismatch)."""
     if w.ndim != 4 or len(shape) != 4 or w.shape[0] != shape[0]:
         return w
     if w.shape[2:] != shape[2:]:  # resize the kernel, keeping its sum (response to flat input)
-        area = w.shape[2] * w.shape[3] / (shape[2] * shape[3])
-        w = F.adaptive_avg_pool2d(w.float(), tuple(shape[2:])) * area
+        rows, cols = _area_matrix(w.shape[2], shape[2]), _area_matrix(w.shape[3], shape[3])
+        w = torch.einsum("ai,ocij,bj->ocab", rows, w.float(), cols)
     if w.shape[1] == 3 and shape[1] == 1:
         w = w.sum(1, keepdim=True)  # grey input = the same value in R, G and B
     elif w.shape[1] == 1 and shape[1] == 3:

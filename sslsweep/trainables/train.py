@@ -23,7 +23,7 @@ from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerCon
 from sslsweep.trainables.data import Prepared, label_subset
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
-from sslsweep.trainables.tasks import TASKS, get_task
+from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext
 
 
@@ -77,7 +77,6 @@ class Pretrainer:
     runtime: Runtime
     seed: int
     epoch: int = 0
-    step_fn: Any = None
     gen: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,19 +107,20 @@ def make_pretrainer(method: str, hp: Mapping[str, Any], data: Prepared, encoder_
                     trainer_cfg: TrainerConfig, runtime: Runtime, *, max_epochs: int, seed: int) -> Pretrainer:
     """Build encoder, task and optimizer for one sampled configuration, seeded."""
     torch.manual_seed(seed)
-    encoder = build_encoder(encoder_cfg, data.shape[0])
+    encoder = build_encoder(encoder_config_for(method, encoder_cfg), data.shape[0])
     task = get_task(method)(encoder, hp, task_context(data)).to(runtime.device)
     if runtime.channels_last:
         task = task.to(memory_format=torch.channels_last)
     lr, wd = float(hp.get("lr", 0.05)), float(hp.get("weight_decay", 0.0))
     params = [p for p in task.parameters() if p.requires_grad]
-    if trainer_cfg.optimizer == "adamw":
+    if hp.get("optimizer", trainer_cfg.optimizer) == "adamw":  # a method may fix its own (gan: adamw)
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     else:
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
     pre = Pretrainer(task=task, optimizer=opt, hp=dict(hp), max_epochs=max_epochs,
                      warmup_epochs=trainer_cfg.warmup_epochs, runtime=runtime, seed=seed)
-    pre.step_fn = torch.compile(task) if runtime.compile else task
+    if runtime.compile:  # the encoder only, in place: state_dict keys unchanged, tasks' own steps untouched
+        task.encoder.compile()
     return pre
 
 
@@ -148,7 +148,7 @@ def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
             group["lr"] = lr_at(pre.epoch + step / n_steps, base_lr, pre.max_epochs, pre.warmup_epochs)
         x = images[order[step * bs:(step + 1) * bs]]
         with torch.autocast(pre.runtime.device.type, dtype=torch.bfloat16, enabled=pre.runtime.autocast):
-            out = pre.step_fn(x, pre.gen)
+            out = pre.task(x, pre.gen)
         pre.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         pre.optimizer.step()

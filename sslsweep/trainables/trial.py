@@ -23,6 +23,7 @@ from ray import tune
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
 from sslsweep.trainables.data import Prepared
 from sslsweep.trainables.encoders import build_encoder
+from sslsweep.trainables.tasks import encoder_config_for
 from sslsweep.trainables.train import (
     DeviceData,
     Diverged,
@@ -182,7 +183,7 @@ def _search_trial(config: dict[str, Any], data: Prepared, settings: TrialSetting
     dd = DeviceData.put(data, runtime.device)
     if not pretrains(method):  # random init: one report at epoch 0
         torch.manual_seed(seed)
-        encoder = build_encoder(settings.encoder, data.shape[0]).to(runtime.device)
+        encoder = build_encoder(encoder_config_for(method, settings.encoder), data.shape[0]).to(runtime.device)
         tune.report(_progress(None, None, t0) | {settings.metric: selection_metric(encoder, dd, settings.eval, runtime)})
         return
     _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
@@ -208,7 +209,7 @@ def _confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettin
     pretrain_s = time.time() - t0
     if pre is None:
         torch.manual_seed(seed)
-        encoder = build_encoder(settings.encoder, data.shape[0]).to(runtime.device)
+        encoder = build_encoder(encoder_config_for(method, settings.encoder), data.shape[0]).to(runtime.device)
     else:
         encoder = pre.encoder
     rows = evaluate_budgets(encoder, dd, settings.confirm, list(settings.budgets), runtime, seed=seed)

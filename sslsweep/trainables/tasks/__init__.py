@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    from sslsweep.config import EncoderConfig
     from sslsweep.trainables.tasks.base import PretextTask
 
 
@@ -26,6 +27,8 @@ class TaskEntry:
         min_size: smallest image side the task supports (dataset.image_size must reach it).
         required: hyperparameters the method's space must define.
         contrastive: whether the task has a temperature.
+        loads_weights: whether the encoder starts from ``encoder.weights`` (transfer); every other
+            task starts from a random init, so ``none`` stays the random-init baseline.
         rules: ``name -> (check, rule)`` for the task's own hyperparameters; every searched bound
             and fixed value must pass ``check`` (rules shared by all tasks live in ``config.PARAM_RULES``).
     """
@@ -35,6 +38,7 @@ class TaskEntry:
     min_size: int = 4
     required: tuple[str, ...] = ()
     contrastive: bool = False
+    loads_weights: bool = False
     rules: dict[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
 
 
@@ -61,7 +65,7 @@ TASKS: dict[str, TaskEntry] = {
     "rotation": TaskEntry("sslsweep.trainables.tasks.rotation:Rotation"),
     "simclr": TaskEntry("sslsweep.trainables.tasks.simclr:SimCLR", required=("temperature",), contrastive=True,
                         rules={"temperature": (_positive, "the temperature must be > 0")}),
-    "transfer": TaskEntry(f"{_T}.transfer:Transfer", pretrains=False),
+    "transfer": TaskEntry(f"{_T}.transfer:Transfer", pretrains=False, loads_weights=True),
     "autoencoder": TaskEntry(f"{_T}.autoencoder:AutoEncoder", required=("noise", "noise_level"), rules={
         "noise": (lambda v: v in ("none", "mask", "gaussian"), "the noise must be none, mask or gaussian"),
         "noise_level": (_in(0, 1), "the noise level must be in [0, 1]"),
@@ -86,6 +90,13 @@ TASKS: dict[str, TaskEntry] = {
     "simsiam": TaskEntry(f"{_T}.simsiam:SimSiam", rules={
         "pred_hidden": (_int_in(1), "the predictor's hidden dimension must be an integer >= 1")}),
 }
+
+
+def encoder_config_for(method: str, cfg: "EncoderConfig") -> "EncoderConfig":
+    """The encoder config a method builds from: ``encoder.weights`` only for tasks that load them."""
+    import dataclasses
+
+    return cfg if TASKS[method].loads_weights else dataclasses.replace(cfg, weights=None)
 
 
 def get_task(name: str) -> type[PretextTask]:

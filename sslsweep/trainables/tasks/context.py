@@ -65,7 +65,7 @@ class Context(PretextTask):
     chromatic aberration. The arrangement is placed at a random position in the image.
 
     Minimum image size 16 (3x3 patches of 3-4 pixels); patches are (3p + 2 gap + 2 jitter <= S):
-    at 32x32 and gap 0.5, 7x7 patches.
+    at 32x32 and gap 0.5, 8x8 patches 4 pixels apart.
 
     Args (hp):
         gap: gap between patches as a fraction of the patch side (0..1).
@@ -89,17 +89,24 @@ class Context(PretextTask):
         self.head = mlp_head(2 * dim, max(2 * dim, 128), len(NEIGHBOURS))  # late fusion of the pair
         self.register_buffer("offsets", torch.tensor(NEIGHBOURS, dtype=torch.int64), persistent=False)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
-        n, dev = x.shape[0], x.device
+    def sample(self, n: int, device: torch.device, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw the pairs: label (N,) in 0..7 and the top-left corners (N, 2) as (row, col) of the
+        centre patch and of its neighbour ``NEIGHBOURS[label]``, each jittered independently."""
         p, g, j = self.patch, self.gap, self.jitter
         stride = p + g
-        label = torch.randint(len(NEIGHBOURS), (n,), generator=generator, device=dev)  # (N,)
-        # top-left of the centre patch: the arrangement at a random place, away from the borders
+        label = torch.randint(len(NEIGHBOURS), (n,), generator=generator, device=device)
+        # the 3x3 arrangement at a random place, far enough from the borders for any jitter
         free = self.size - (3 * p + 2 * g + 2 * j)  # >= 0 by patch_layout
-        base = torch.randint(free + 1, (n, 2), generator=generator, device=dev) + j + stride  # (N, 2)
-        shake = torch.randint(2 * j + 1, (n, 4), generator=generator, device=dev) - j  # jitter of both patches
+        base = torch.randint(free + 1, (n, 2), generator=generator, device=device) + j + stride  # (N, 2)
+        shake = torch.randint(2 * j + 1, (n, 4), generator=generator, device=device) - j
         centre = base + shake[:, :2]
         other = base + self.offsets[label] * stride + shake[:, 2:]
+        return label, centre, other
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
+        n, p = x.shape[0], self.patch
+        label, centre, other = self.sample(n, x.device, generator)
         img = to_float(x)
         patches = torch.cat([crop_patches(img, centre[:, 0], centre[:, 1], p),
                              crop_patches(img, other[:, 0], other[:, 1], p)])  # (2N, C, p, p)

@@ -81,17 +81,22 @@ class Jigsaw(PretextTask):
         dim = encoder.out_dim
         self.head = mlp_head(9 * dim, 512, len(self.perms))
 
+    def shuffled_tiles(self, img: torch.Tensor, label: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """The puzzles: (N, C, S, S) images, (N,) permutation indices, (N, 9, 2) tile offsets inside
+        their cells -> (9N, C, t, t) tiles, image by image, position i showing cell ``perms[label][i]``."""
+        n = img.shape[0]
+        cell = self.perms[label].reshape(-1)  # (9N,) source cell of each position
+        top = (cell // 3) * self.cell + shift.reshape(-1, 2)[:, 0]
+        left = (cell % 3) * self.cell + shift.reshape(-1, 2)[:, 1]
+        owner = torch.arange(n, device=img.device).repeat_interleave(9)  # (9N,) image of each tile
+        return crop_patches(img, top, left, self.tile, owner)
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
         n, dev = x.shape[0], x.device
         img = self.augment(x, generator)  # (N, C, S, S)
         label = torch.randint(len(self.perms), (n,), generator=generator, device=dev)  # (N,)
-        perm = self.perms[label]  # (N, 9): position i shows the tile of cell perm[i]
         shift = torch.randint(self.cell - self.tile + 1, (n, 9, 2), generator=generator, device=dev)
-        cell = perm.view(-1)  # (9N,) source cells, grouped by image, in shuffled order
-        top = (cell // 3) * self.cell + shift.view(-1, 2)[:, 0]
-        left = (cell % 3) * self.cell + shift.view(-1, 2)[:, 1]
-        owner = torch.arange(n, device=dev).repeat_interleave(9)  # (9N,) image of each tile
-        tiles = crop_patches(img, top, left, self.tile, owner)  # (9N, C, t, t)
+        tiles = self.shuffled_tiles(img, label, shift)  # (9N, C, t, t)
         mean = tiles.mean(dim=(1, 2, 3), keepdim=True)
         std = tiles.std(dim=(1, 2, 3), keepdim=True)
         tiles = 0.5 + 0.25 * (tiles - mean) / (std + 1e-3)  # own mean/std; the encoder maps 0.5/0.25 to 0/1
