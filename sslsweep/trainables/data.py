@@ -71,13 +71,27 @@ class Prepared:
 # ----------------------------------------------------------------------------- loading
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64) in 0..16, labels) from the CSV scikit-learn ships, read without importing
+    scikit-learn (seconds on a small machine: config checks that need the labels stay fast)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if csv is None or not csv.exists():  # a scikit-learn that ships it differently
+        from sklearn.datasets import load_digits as sk_digits
+
+        d = sk_digits()
+        return d.data, d.target.astype(np.int64)
+    table = np.loadtxt(csv, delimiter=",", dtype=np.float64)  # (1797, 65): 64 pixels, then the label
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 def load_digits() -> ImageSet:
     """scikit-learn's digits (shipped with the package): 1,797 grey 8x8 images, values 0..16."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    images = np.round(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    return ImageSet(images=images, labels=d.target.astype(np.int64), classes=[str(c) for c in d.target_names])
+    pixels, labels = _digits_arrays()
+    images = np.round(pixels.reshape(-1, 1, 8, 8) * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (N, 1, 8, 8)
+    return ImageSet(images=images, labels=labels, classes=[str(c) for c in range(10)])
 
 
 def _decode_one(blob: bytes, size: int | None, mode: str) -> np.ndarray:
@@ -279,9 +293,7 @@ def load_imagefolder(path: str, cfg: DatasetConfig) -> ImageSet:
 def read_labels(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels only (train source, test source or None): cheap, for the rules checked before decoding."""
     if cfg.name == "digits":
-        from sklearn.datasets import load_digits as sk_digits
-
-        return sk_digits().target.astype(np.int64), None
+        return _digits_arrays()[1], None
     if cfg.name == "parquet":
         train, test = _parquet_files(str(cfg.path))
         test = cfg.test_path or test

@@ -146,3 +146,12 @@ def test_second_prepare_reads_the_cache_not_the_images(tmp_path: Path, cache_dir
     monkeypatch.setattr(data_mod, "decode_images", no_decode)
     second = prepare(cfg)
     assert np.array_equal(first.images, second.images) and first.fingerprint == second.fingerprint
+
+
+def test_fast_digits_reader_matches_scikit_learn() -> None:
+    """Digits read from the shipped CSV (no scikit-learn import) equal sklearn.datasets.load_digits."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    ours, ref = load_digits(), sk_digits()
+    assert np.array_equal(ours.labels, ref.target)
+    assert np.array_equal(ours.images[:, 0], np.round(ref.images * 255 / 16).astype(np.uint8))
