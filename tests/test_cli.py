@@ -46,7 +46,7 @@ def test_sweep_help_and_cfg_job_are_hydras() -> None:
     """`sslsweep sweep --help` lists the config groups; `--cfg job` prints the composed config."""
     help_out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "sweep", "--help"],
                               capture_output=True, text=True).stdout
-    assert "method: none, rotation, simclr" in help_out and "experiment: demo, smoke" in help_out
+    assert "method: autoencoder, byol, context" in help_out and "experiment: demo, smoke" in help_out
     cfg_out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "sweep", "method=[simclr]", "--cfg", "job"],
                              capture_output=True, text=True).stdout
     assert "simclr:" in cfg_out and "rotation:" not in cfg_out and "num_samples: 8" in cfg_out
@@ -62,7 +62,7 @@ def _parquet(path: Path, *, bad_row: int | None = None) -> Path:
 
 
 BAD = [
-    (["method=[simclr,mae]"], r"method = 'mae': unknown method; known: none, rotation, simclr"),
+    (["method=[simclr,mae]"], r"method = 'mae': unknown method; known: autoencoder, byol, .*simclr"),
     (["encoder=vit"], r"encoder = 'vit': unknown encoder"),
     (["dataset=mnist"], r"dataset = 'mnist': unknown dataset"),
     (["method.simclr.space.temperature.low=0"], r"temperature.low = 0: must be > 0"),

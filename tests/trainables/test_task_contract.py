@@ -57,8 +57,11 @@ TRAINER = TrainerConfig(device="cpu", precision="fp32")
 def method_config(name: str) -> Any:
     """The validated method config of ``name`` from ``conf/method/<name>.yaml`` + the shared space."""
     size = max(32, TASKS[name].min_size)
+    overrides = [f"method=[{name}]", f"dataset.image_size={size}"]
+    if TASKS[name].loads_weights:  # validation requires weights that exist; any file will do here
+        overrides.append(f"encoder.weights={__file__}")
     with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"method=[{name}]", f"dataset.image_size={size}"])
+        cfg = compose(config_name="config", overrides=overrides)
     return from_dictconfig(cfg).method(name)
 
 
