@@ -1,0 +1,216 @@
+"""``sslsweep submit`` / ``sslsweep jobs`` against a real ``ray start --head`` with token
+authentication (loopback), and the parts of submission that need no cluster."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sslsweep.search import jobs
+from tests.search.conftest import RayCluster, SubmittedSweep, sslsweep
+
+TINY = ["experiment=smoke", "method=[none]", "dataset.max_images=100", "confirm.seeds=1"]
+
+
+# ----------------------------------------------------------------------------- against the cluster
+
+
+@pytest.mark.slow
+def test_submit_follow_runs_the_sweep_and_writes_the_report(submitted_sweep: SubmittedSweep,
+                                                            ray_cluster: RayCluster) -> None:
+    """The job id is the first line printed; --follow streams the sweep's own output and exits 0
+    when the job succeeded; the report is in the storage; `jobs status|logs` see the job."""
+    s = submitted_sweep
+    assert s.result.returncode == 0, f"{s.result.stdout[-4000:]}\n{s.result.stderr[-3000:]}"
+    assert s.job_id.startswith("sslsweep-")
+    assert "sweep finished:" in s.result.stdout and f"job {s.job_id}: SUCCEEDED" in s.result.stderr
+    assert s.sweep_dir is not None
+    assert (s.sweep_dir / "report.md").stat().st_size > 0 and (s.sweep_dir / "report.html").stat().st_size > 0
+
+    status = sslsweep(["jobs", "status", s.job_id, "--address", ray_cluster.dashboard_url], ray_cluster.env(), 60)
+    assert status.returncode == 0 and status.stdout.strip() == "SUCCEEDED", status.stderr
+    logs = sslsweep(["jobs", "logs", s.job_id, "--address", ray_cluster.dashboard_url], ray_cluster.env(), 60)
+    assert logs.returncode == 0 and f"sweep finished: {s.sweep_dir}" in logs.stdout
+    # the job ran the code shipped from this project (its working directory), not an installed copy
+    info = ray_cluster.get(f"/api/jobs/{s.job_id}")
+    assert info["runtime_env"]["working_dir"].startswith("gcs://")
+    assert info["entrypoint"].startswith("python -m sslsweep.cli sweep experiment=smoke")
+
+
+@pytest.mark.slow
+def test_submit_without_a_token_is_refused(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """No RAY_AUTH_TOKEN, no token file: the cluster answers 401, nothing is submitted."""
+    before = _job_ids(ray_cluster)
+    r = sslsweep(["submit", "--address", ray_cluster.dashboard_url, "--", *TINY, f"storage={tmp_path}"],
+                 ray_cluster.env(token=False), 120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "requires a token and none was found here" in r.stderr and "RAY_AUTH_TOKEN" in r.stderr
+    assert _job_ids(ray_cluster) == before
+
+
+@pytest.mark.slow
+def test_submit_with_another_token_is_refused(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    before = _job_ids(ray_cluster)
+    r = sslsweep(["submit", "--address", ray_cluster.dashboard_url, "--", *TINY, f"storage={tmp_path}"],
+                 ray_cluster.env(RAY_AUTH_TOKEN="0" * 64), 120)
+    assert r.returncode == 2 and "refused the token" in r.stderr, r.stderr[-2000:]
+    assert _job_ids(ray_cluster) == before
+
+
+@pytest.mark.slow
+def test_jobs_status_and_stop(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """A submitted job can be stopped; its status then reads STOPPED."""
+    r = sslsweep(["submit", "--address", ray_cluster.dashboard_url, "--", *TINY, f"storage={tmp_path}"],
+                 ray_cluster.env(), 120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    job_id = r.stdout.strip()
+    assert f"sslsweep jobs stop {job_id}" in r.stderr
+    stop = sslsweep(["jobs", "stop", job_id, "--address", ray_cluster.dashboard_url], ray_cluster.env(), 60)
+    assert stop.returncode == 0 and job_id in stop.stdout
+    deadline, status = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        status = ray_cluster.get(f"/api/jobs/{job_id}")["status"]
+        if status in ("STOPPED", "SUCCEEDED", "FAILED"):
+            break
+        time.sleep(1)
+    assert status == "STOPPED"
+    out = sslsweep(["jobs", "status", job_id, "--address", ray_cluster.dashboard_url], ray_cluster.env(), 60)
+    assert out.stdout.strip() == "STOPPED"
+
+
+@pytest.mark.slow
+def test_jobs_unknown_id_is_one_line(ray_cluster: RayCluster) -> None:
+    r = sslsweep(["jobs", "status", "sslsweep-nope", "--address", ray_cluster.dashboard_url], ray_cluster.env(), 60)
+    assert r.returncode == 2 and r.stderr.startswith("sslsweep: error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def _job_ids(cluster: RayCluster) -> set[str]:
+    return {j.get("submission_id") or j.get("job_id") for j in cluster.get("/api/jobs/")}
+
+
+# ----------------------------------------------------------------------------- no cluster needed
+
+
+@pytest.fixture()
+def no_ray_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_token_is_found_where_ray_looks(no_ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_AUTH_TOKEN, else the file in RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's order)."""
+    assert jobs.auth_token() is None
+    (no_ray_env / ".ray").mkdir()
+    (no_ray_env / ".ray" / "auth_token").write_text("home-token\n")
+    assert jobs.auth_token() == "home-token"
+    (no_ray_env / "tok").write_text("file-token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(no_ray_env / "tok"))
+    assert jobs.auth_token() == "file-token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "env-token")
+    assert jobs.auth_token() == "env-token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert jobs.auth_token() is None
+
+
+def test_address_order(no_ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.1:8265")
+    assert jobs.resolve_address(None) == "http://10.0.0.1:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://10.0.0.2:8265")
+    assert jobs.resolve_address(None) == "http://10.0.0.2:8265"
+    assert jobs.resolve_address("http://10.0.0.3:8265") == "http://10.0.0.3:8265"
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.submitted: dict[str, Any] = {}
+
+    def submit_job(self, **kwargs: Any) -> str:
+        self.submitted = kwargs
+        return kwargs["submission_id"]
+
+
+def test_submit_ships_the_project_without_data_and_runs_the_sweep(
+        no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The entrypoint is the sweep with the overrides, quoted; the working directory is the project,
+    with data, outputs, hidden directories and a storage directory inside it excluded."""
+    fake = FakeClient()
+    monkeypatch.setattr(jobs, "client", lambda address: fake)
+    root = jobs.project_dir()
+    assert root is not None and (root / "sslsweep" / "cli.py").is_file()
+    store = root / "runs" / "cluster"
+    jobs.submit_main(["--address", "http://127.0.0.1:1", "--", "method=[simclr,rotation]", f"storage={store}",
+                      "name=a b"])
+    out = capsys.readouterr()
+    job_id = out.out.strip()
+    assert job_id.startswith("sslsweep-") and fake.submitted["submission_id"] == job_id
+    assert shlex.split(fake.submitted["entrypoint"]) == ["python", "-m", "sslsweep.cli", "sweep",
+                                                          "method=[simclr,rotation]", f"storage={store}", "name=a b"]
+    env = fake.submitted["runtime_env"]
+    assert env["working_dir"] == str(root)
+    for pattern in ("/.*", "/data", "/runs", "/outputs", "*.parquet", "/runs/cluster"):
+        assert pattern in env["excludes"], pattern
+    shipped = _shipped(root, env["excludes"])
+    assert root / "sslsweep" / "cli.py" in shipped and root / "pyproject.toml" in shipped
+    assert not [p for p in shipped if p.relative_to(root).parts[0] in (".git", ".venv", "data", "runs")]
+    assert sum(p.stat().st_size for p in shipped) < 20 * 2**20  # code, not data
+
+
+def _shipped(root: Path, excludes: list[str]) -> list[Path]:
+    """The files Ray would upload: its own exclusion matcher over the project (pathspec, gitwildmatch)."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    match = _get_excludes(root, excludes)
+    out, todo = [], [root]
+    while todo:
+        d = todo.pop()
+        for p in d.iterdir():
+            if match(p):
+                continue
+            if p.is_dir():
+                todo.append(p)
+            elif p.is_file():
+                out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["storage=runs"], "storage = 'runs': a relative path on a cluster"),
+    (["resume=runs/sweep-1"], "resume = 'runs/sweep-1': a relative path on a cluster"),
+    (["storage=s3://b/r", "search.num_samples=0"], "search.num_samples = 0: must be >= 1"),
+    (["storage=s3://b/r", "method=[nope]"], "method = 'nope': unknown method"),
+])
+def test_submit_checks_overrides_before_contacting_the_cluster(
+        no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        overrides: list[str], message: str) -> None:
+    monkeypatch.setattr(jobs, "client", lambda address: pytest.fail("contacted the cluster"))
+    with pytest.raises(SystemExit) as exc:
+        jobs.submit_main(["--", *overrides])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_submit_accepts_a_dataset_path_that_exists_only_on_the_cluster(
+        no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeClient()
+    monkeypatch.setattr(jobs, "client", lambda address: fake)
+    jobs.submit_main(["--", "dataset=parquet", "dataset.path=/mnt/nfs/cifar10", "storage=s3://b/r"])
+    err = capsys.readouterr().err
+    assert "dataset.path = '/mnt/nfs/cifar10' does not exist here" in err and fake.submitted
+
+
+def test_unreachable_cluster_is_one_line(no_ray_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    with pytest.raises(SystemExit) as exc:
+        jobs.jobs_main(["status", "x", "--address", f"http://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "cannot reach the Ray dashboard" in err and len(err.strip().splitlines()) == 1
