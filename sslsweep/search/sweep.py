@@ -176,7 +176,10 @@ class Sweep:
             tuner = restore_or_new(f"{tune_root}/search-{method.name}", trainable, self.cfg.resources,
                                    lambda m=method, j=journal: search_tuner(
                                        trainable, m, self.cfg.search, self.cfg.resources, metric=self.metric,
-                                       seed=self.cfg.seed, storage_path=tune_root, journal=j))
+                                       seed=self.cfg.seed, storage_path=tune_root, journal=j),
+                                   # Tune's saved state drops param_space: give it back for a plain (unsearched) run
+                                   param_space=None if method.searched else
+                                   {"method": method.name, "seed": self.cfg.seed, **method.fixed})
             grid = tuner.fit() if method.name not in self.manifest["progress"]["searched"] else tuner.get_results()
             rows = trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs, grid)
             all_rows += rows
@@ -196,6 +199,8 @@ class Sweep:
         self.trials = pd.DataFrame(all_rows)
 
     def _confirm(self, trainable: Any) -> None:
+        from ray import tune
+
         from sslsweep.search.tuner import confirm_tuner, restore_or_new
 
         best = best_trials(self.trials, mode="max")
@@ -222,7 +227,8 @@ class Sweep:
         tuner = restore_or_new(f"{tune_root}/confirm", trainable, self.cfg.resources,
                                lambda: confirm_tuner(trainable, runs, self.cfg.resources,
                                                      max_concurrent=self.cfg.search.max_concurrent,
-                                                     storage_path=tune_root, max_failures=self.cfg.search.max_failures))
+                                                     storage_path=tune_root, max_failures=self.cfg.search.max_failures),
+                               param_space={"run": tune.grid_search(runs)})
         grid = tuner.fit() if not self.manifest["progress"]["confirmed"] else tuner.get_results()
         trial_s: dict[str, float] = {}
         for r in grid:
@@ -235,6 +241,9 @@ class Sweep:
             cost = self.manifest["cost"].setdefault(m, {})
             cost["confirm_wall_s"], cost["confirm_device_s"] = seconds, seconds * self._device_count()
         rows = budget_rows(self.manifest["sweep_id"], grid)
+        if not rows:  # runs existed but none produced results: fail loudly, keep what is stored for a resume
+            raise RuntimeError("the confirm phase produced no results (every confirm trial failed; see the errors "
+                               f"above and {tune_root}/confirm); fix the cause and run `sslsweep resume {self.st.uri}`")
         self.st.write_table("budget.parquet", budget_table(rows))
         phase["finished"] = _now()
         phase["wall_s"] = phase.get("wall_s", 0.0) + time.time() - t0

@@ -31,12 +31,20 @@ def compose_cfg(*overrides: str):
 
 
 def trial_workers() -> list[psutil.Process]:
-    """Ray worker processes currently running a search trial of this pytest session's Ray."""
+    """Ray worker processes running a search trial under this pytest session's Ray (their parent,
+    the raylet, was started with this session's directory), not those of any other Ray."""
+    import ray
+
+    session = ray._private.worker._global_node.get_session_dir_path()
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if cmd.startswith("ray::") and ("ImplicitFunc" in cmd or "search_trial" in cmd):
-            out.append(p)
+            try:
+                if session in " ".join(p.parent().cmdline()):
+                    out.append(p)
+            except (psutil.NoSuchProcess, AttributeError):
+                pass
     return out
 
 
