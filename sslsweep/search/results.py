@@ -79,6 +79,10 @@ def trial_rows(sweep_id: str, metric: str, max_epochs: int, results: Iterable[An
             rows.append(base | dict(epoch=0, metric=None, node_id=None))
             continue
         by_epoch: dict[int, dict[str, Any]] = {}
+        for r in reports:  # results re-sent from a checkpoint after a restart fill gaps in Ray's log
+            if isinstance(r.get("history"), str):
+                for h in json.loads(r["history"]):
+                    by_epoch.setdefault(int(h.get("epoch", 0)), h)
         for r in reports:
             by_epoch[int(r.get("epoch", 0))] = r
         for epoch, r in sorted(by_epoch.items()):

@@ -9,6 +9,7 @@ so a trial resumes exactly where its last checkpoint left it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -77,6 +78,7 @@ class Pretrainer:
     runtime: Runtime
     seed: int
     epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # every result reported, kept in checkpoints
     gen: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +90,8 @@ class Pretrainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-                "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+                "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(self.history)}  # a string: weights_only loading accepts it
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.task.load_state_dict(state["task"])
@@ -96,6 +99,7 @@ class Pretrainer:
         self.epoch = int(state["epoch"])
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
+        self.history = json.loads(state.get("history", "[]"))
 
 
 def task_context(data: Prepared) -> TaskContext:

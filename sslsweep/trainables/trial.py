@@ -155,6 +155,11 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
         metrics = _progress(pre, stats, t0) | {"attempt_start_epoch": start_epoch}
         if score:
             metrics[s.metric] = selection_metric(pre.encoder, dd, s.eval, runtime, seed=0)
+        if start_epoch and pre.epoch == start_epoch + min(s.eval_every, epochs - start_epoch):
+            # first report after a restore: re-send what the checkpoint knows, in case a result
+            # was checkpointed but never logged when the worker died (seen under SIGKILL)
+            metrics["history"] = json.dumps(pre.history)
+        pre.history.append({k: v for k, v in metrics.items() if k != "history"})
         _report(metrics, pre)
     return pre, True
 

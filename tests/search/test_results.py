@@ -1,0 +1,46 @@
+"""Ray Tune results -> trials rows: one row per (trial, epoch), none lost, none duplicated."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+
+from sslsweep.search.results import trial_rows
+
+
+def result(reports: list[dict], config: dict | None = None) -> SimpleNamespace:
+    return SimpleNamespace(config=config or {"method": "rotation", "seed": 0, "lr": 0.1},
+                           metrics={**reports[-1], "trial_id": "t1"}, error=None, path="/x/t1",
+                           metrics_dataframe=pd.DataFrame(reports))
+
+
+def r(epoch: int, score: float, **extra: object) -> dict:
+    return {"epoch": epoch, "knn_top1": score, "pretext_loss": 1.0, "trial_wall_s": float(epoch), **extra}
+
+
+def test_rows_are_deduplicated_keeping_the_last_report() -> None:
+    """An epoch reported twice (before and after a restart) is one row, with the later value."""
+    rows = trial_rows("s", "knn_top1", 3, [result([r(1, 0.1), r(2, 0.2), r(2, 0.25), r(3, 0.3)])])
+    assert [(x["epoch"], x["metric"]) for x in rows] == [(1, 0.1), (2, 0.25), (3, 0.3)]
+    assert {x["status"] for x in rows} == {"completed"} and rows[0]["hp_lr"] == 0.1
+
+
+def test_results_resent_from_a_checkpoint_fill_a_gap_in_rays_log() -> None:
+    """A result checkpointed but never logged (worker killed in between) comes back through the
+    history the first report after the restore carries: no epoch is missing."""
+    history = json.dumps([r(1, 0.1), r(2, 0.2), r(3, 0.3), r(4, 0.4)])
+    reports = [r(1, 0.1), r(2, 0.2), r(3, 0.3), r(5, 0.5, history=history), r(6, 0.6)]
+    rows = trial_rows("s", "knn_top1", 6, [result(reports)])
+    assert [x["epoch"] for x in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[3]["metric"] == 0.4
+
+
+def test_stopped_and_diverged_statuses() -> None:
+    """A trial that ended before max_epochs is 'stopped'; one whose last report is diverged is
+    'diverged' with its error and no metric on that row."""
+    stopped = trial_rows("s", "knn_top1", 5, [result([r(1, 0.1), r(2, 0.2)])])
+    assert {x["status"] for x in stopped} == {"stopped"}
+    bad = trial_rows("s", "knn_top1", 5, [result([r(1, 0.1, diverged=1, error="pretext loss is nan")])])
+    assert bad[0]["status"] == "diverged" and bad[0]["metric"] is None and bad[0]["error"] == "pretext loss is nan"
