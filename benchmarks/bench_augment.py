@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,17 +36,10 @@ except ImportError:  # run as a script from a checkout that is not installed
     from sslsweep.trainables.augment import AugmentConfig, BatchAugment
     from sslsweep.trainables.augment import _gaussian_blur as _blur
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common, also when imported
+from _common import cpu_model  # noqa: E402
+
 SIZE = 32  # CIFAR: input and output side
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware(device: torch.device) -> dict[str, object]:
