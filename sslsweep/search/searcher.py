@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -31,8 +32,37 @@ class HonestOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
+    def _finished_in_study(self, trial_id: str) -> bool:
+        """Whether the study's storage already holds this trial as finished.
+
+        After a driver crash the searcher is restored from Tune's last experiment snapshot, which
+        can be older than the Optuna journal: a trial told PRUNED/COMPLETE just before the crash
+        is still running as far as Tune knows, and is resumed. The journal is the truth; the
+        resumed trial's further results are not reported to Optuna again.
+        """
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial = getattr(ot_trial, "ot_trial", ot_trial)  # Ray's suggest-captor wrapper
+        finished = self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        if finished:
+            self._completed_trials.add(trial_id)
+        return finished
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if self._finished_in_study(trial_id):
+            log.info("trial %s already finished in the Optuna study (recorded before a restart)", trial_id)
+            return
+        try:
+            super().on_trial_result(trial_id, result)
+        except UpdateFinishedTrialError as exc:  # finished by another writer since the check
+            log.warning("could not report trial %s to Optuna: %s", trial_id, exc)
+            self._completed_trials.add(trial_id)
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if self._finished_in_study(trial_id):
             return
         ot_trial = self._ot_trials[trial_id]
         state = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED,
@@ -47,3 +77,21 @@ class HonestOptunaSearch(OptunaSearch):
         except Exception as exc:  # never let bookkeeping kill the sweep
             log.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
+
+
+def fail_orphaned_trials(storage: Any, study_name: str) -> int:
+    """Mark as FAIL the trials of a finished search that Optuna still lists as RUNNING.
+
+    Only a driver crash leaves them: the searcher asked Optuna for a trial, then the driver died
+    before Tune's experiment snapshot included it, so the restored experiment never runs it and
+    suggests a replacement instead. Call after the method's Tuner has returned (every trial Tune
+    knows has ended). Returns how many were closed.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in orphans:
+        storage.set_trial_user_attr(t._trial_id, "error", "asked before a driver crash, never run")
+        study.tell(t.number, state=TrialState.FAIL)
+    return len(orphans)

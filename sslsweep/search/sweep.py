@@ -163,7 +163,8 @@ class Sweep:
         return self.cfg.resources.gpu if self.cfg.resources.gpu > 0 else self.cfg.resources.cpu
 
     def _search(self, trainable: Any) -> None:
-        from sslsweep.search.tuner import restore_or_new, search_tuner
+        from sslsweep.search.searcher import fail_orphaned_trials
+        from sslsweep.search.tuner import journal_storage, restore_or_new, search_tuner
 
         tune_root = self.st.child_uri("tune")
         phase = self.manifest["phases"].setdefault("search", {"started": _now()})
@@ -181,6 +182,11 @@ class Sweep:
                                    param_space=None if method.searched else
                                    {"method": method.name, "seed": self.cfg.seed, **method.fixed})
             grid = tuner.fit() if method.name not in self.manifest["progress"]["searched"] else tuner.get_results()
+            if method.searched and journal.exists():
+                closed = fail_orphaned_trials(journal_storage(journal), method.name)
+                if closed:
+                    log.warning("%s: %d Optuna trial(s) asked before a driver crash and never run marked FAIL",
+                                method.name, closed)
             rows = trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs, grid)
             all_rows += rows
             self.configs.update({r.metrics.get("trial_id"): dict(r.config) for r in grid if r.metrics})

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
-import torchvision
 from torch import nn
+
+if TYPE_CHECKING:  # torchvision is imported where it is used: a small-CNN trial's worker skips its ~1-3 s import
+    import torchvision
 
 from sslsweep.config import ConfigError, EncoderConfig
 
@@ -54,6 +56,8 @@ def resnet18_cifar(in_channels: int, width: int) -> Encoder:
     """torchvision's ResNet-18 with the CIFAR stem of the SimCLR paper (appendix B.9): conv1 is
     3x3 stride 1 and the first max-pool is removed, so 32x32 inputs keep their resolution.
     ``width`` is the stem width (64 = the standard network, 512-d features)."""
+    import torchvision
+
     net = torchvision.models.resnet18(weights=None)
     if width != 64:
         net = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
@@ -67,6 +71,8 @@ def resnet18_cifar(in_channels: int, width: int) -> Encoder:
 
 def _scale_resnet(net: torchvision.models.ResNet, width: int) -> None:
     """Rebuild a ResNet-18 with stem width ``width`` (stages w, 2w, 4w, 8w) for cheap tests."""
+    import torchvision
+
     block = torchvision.models.resnet.BasicBlock
     net.inplanes = width
     net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
@@ -133,6 +139,8 @@ def _torchvision_state(spec: str, cfg: EncoderConfig) -> Mapping[str, Any]:
     if cfg.name != "resnet18" or cfg.width != 64:
         raise ConfigError("encoder.weights", spec, "torchvision ResNet-18 weights need encoder=resnet18 with "
                                                    f"encoder.width=64 (got {cfg.name}, width {cfg.width})")
+    import torchvision
+
     try:
         weights = torchvision.models.get_weight(spec)
     except (ValueError, KeyError, AttributeError):

@@ -83,3 +83,50 @@ def test_stock_searcher_would_have_said_complete() -> None:
                          sampler=optuna.samplers.RandomSampler(seed=0))
     _run(stock, "stopped", [0.3, 0.4])
     assert stock._ot_study.trials[0].state == TrialState.COMPLETE
+
+
+def test_restored_searcher_older_than_the_journal_skips_trials_the_journal_finished(tmp_path) -> None:  # noqa: ANN001
+    """After a driver crash, Tune restores the searcher from a snapshot that can predate the
+    journal: a trial already told PRUNED there is resumed by Tune and reports again. The searcher
+    must neither crash (Optuna's UpdateFinishedTrialError killed the resumed sweep) nor rewrite
+    the journal's verdict."""
+    from sslsweep.search.tuner import journal_storage
+
+    def make() -> HonestOptunaSearch:
+        m = method(lr={"type": "loguniform", "low": 1e-3, "high": 1.0})
+        return HonestOptunaSearch(space=DefineByRun(m, seed=7), metric="knn_top1", mode="max",
+                                  sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=4,
+                                  storage=journal_storage(tmp_path / "study.log"), study_name="simclr")
+
+    before = make()
+    before.suggest("t1")
+    before.on_trial_result("t1", {"knn_top1": 0.3, "training_iteration": 1, "epoch": 1})
+    before.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, taken here
+    before.on_trial_result("t1", {"knn_top1": 0.4, "training_iteration": 2, "epoch": 2})
+    before.on_trial_complete("t1", {"knn_top1": 0.4, "training_iteration": 2, "epoch": 2})  # ASHA stop
+    # the driver dies; a new one restores the snapshot and Tune resumes t1 from its checkpoint
+    after = make()
+    after.restore(str(tmp_path / "searcher.pkl"))
+    for epoch, v in [(2, 0.45), (3, 0.5), (4, 0.6)]:
+        after.on_trial_result("t1", {"knn_top1": v, "training_iteration": epoch, "epoch": epoch})
+    after.on_trial_complete("t1", {"knn_top1": 0.6, "training_iteration": 4, "epoch": 4})
+    t = optuna.load_study(study_name="simclr", storage=journal_storage(tmp_path / "study.log")).trials[0]
+    assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.3, 2: 0.4}
+
+
+def test_trials_asked_but_never_run_are_closed_as_fail(tmp_path) -> None:  # noqa: ANN001
+    """A trial Optuna handed out just before a driver crash, which the restored experiment never
+    runs, must not stay RUNNING forever (TPE would treat it as pending); finished trials keep their state."""
+    from sslsweep.search.searcher import fail_orphaned_trials
+    from sslsweep.search.tuner import journal_storage
+
+    storage = journal_storage(tmp_path / "study.log")
+    study = optuna.create_study(study_name="rotation", storage=storage, direction="maximize")
+    done = study.ask()
+    study.tell(done, 0.5)
+    study.ask()  # the orphan
+    assert fail_orphaned_trials(journal_storage(tmp_path / "study.log"), "rotation") == 1
+    trials = optuna.load_study(study_name="rotation", storage=journal_storage(tmp_path / "study.log")).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "never run" in trials[1].user_attrs["error"]
+    assert fail_orphaned_trials(journal_storage(tmp_path / "study.log"), "rotation") == 0
