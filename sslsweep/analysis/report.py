@@ -32,6 +32,15 @@ UNTESTABLE_MARK = "°"
 LEGEND = (f"{BEST_MARK} best mean in its column; {NSW_MARK} not significantly worse than the best "
           f"({PAIRED_TEST_NAME}, α = {ALPHA:g}); {UNTESTABLE_MARK} not testable against the best "
           f"(fewer than 2 paired seeds): whether it is worse cannot be claimed either way.")
+# How a method is named in the headline table. ``none`` pretrains nothing: its linear columns show
+# what a random-init encoder's features give, its fine-tune columns are the supervised-only baseline.
+METHOD_LABELS = {"none": "none (random init; fine-tune = supervised only)"}
+NONE_NOTE = ("none: no pretraining. Its linear-probe columns measure a random-init encoder; its fine-tune "
+             "columns are the supervised-only baseline (the same encoder trained on the labelled subset alone).")
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
 
 
 @dataclass
@@ -216,7 +225,7 @@ def headline_rows(headline: pd.DataFrame, bold: Callable[[str], str]) -> tuple[l
     header = ["method"] + [f"{c[3]} {c[2]}" for c in cols]
     rows = []
     for method in tables.method_order(headline["method"].astype(str).tolist()):
-        row = [method]
+        row = [method_label(method)]
         for col in cols:
             cell = _cell(headline, method, col)
             if cell is None:
@@ -326,6 +335,8 @@ def render_markdown(data: ReportData) -> str:
     else:
         header, rows = headline_rows(data.headline, lambda t: f"**{t}**")
         parts += ["Mean ± 95% CI (Student t) over confirm seeds.", "", md_table(header, rows), "", LEGEND, ""]
+        if "none" in set(data.headline["method"].astype(str)):
+            parts += [NONE_NOTE, ""]
     if not data.gain.empty:
         parts += ["### Gain over none", "", md_table(GAIN_HEADER, gain_rows(data.gain)), ""]
     parts += [f"## Best hyperparameters (by final {data.metric}, {data.mode})", ""]
@@ -409,7 +420,7 @@ def headline_html(headline: pd.DataFrame) -> str:
                 cells.append(f'<td class="best" title="{title}"><strong>{text}</strong> {mark}</td>')
             else:
                 cells.append(f'<td title="{title}">{text} {mark}</td>')
-        body.append(f"<tr><td>{_e(method)}</td>{''.join(cells)}</tr>")
+        body.append(f"<tr><td>{_e(method_label(method))}</td>{''.join(cells)}</tr>")
     return (f'<table id="headline"><thead><tr><th rowspan="2">method</th>{top}</tr><tr>{sub}</tr>'
             f"</thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -438,6 +449,8 @@ def _headline_section(data: ReportData) -> str:
                         [_p("No confirm-phase results (budget.parquet is empty or missing).")])
     body = [_p("Test accuracy (%), mean ± 95% CI (Student t) over confirm seeds."),
             headline_html(data.headline), _p(LEGEND, "note")]
+    if "none" in set(data.headline["method"].astype(str)):
+        body.append(_p(NONE_NOTE, "note"))
     if not data.comparisons.empty:
         body += ["<details><summary>Paired comparisons against the best and against none</summary>",
                  _p(f"Test: {PAIRED_TEST_NAME} (scipy.stats.ttest_rel); differences in percentage points."),

@@ -30,8 +30,17 @@ def test_report_md_holds_headline_numbers_with_best_and_not_worse_marks(built_re
     md = built_report.md
     assert "| simclr | **60.0 ± 24.8** ★ |" in md
     assert "81.7 ± 5.2 †" in md
-    assert "| none | 15.0 ± 12.4 | 25.0 ± 12.4 | 72.0 ± 4.3 | 76.3 ± 3.8 |" in md  # no marks: worse
+    assert ("| none (random init; fine-tune = supervised only) | 15.0 ± 12.4 | 25.0 ± 12.4 | 72.0 ± 4.3 | 76.3 ± 3.8 |"
+            in md)  # no marks: worse
     assert "1% (18 labels) linear" in md and "paired Student t-test over seeds" in md
+
+
+def test_none_is_named_as_the_supervised_only_baseline_in_both_reports(built_report: SimpleNamespace) -> None:
+    """The 'none' row says what it is: random features under the linear probe, and under
+    fine-tuning the supervised-only baseline every pretext task must beat."""
+    for page in (built_report.md, built_report.html):
+        assert "none (random init; fine-tune = supervised only)" in page
+        assert "fine-tune columns are the supervised-only baseline" in page
 
 
 def test_report_md_has_best_hparams_search_cost_failures_and_provenance(built_report: SimpleNamespace) -> None:
