@@ -154,6 +154,13 @@ def sweep_once(cfg: Any, data: Any, reuse: bool, workdir: Path, num_to_keep: int
     breakdown = {"trial_s_per_slot": rnd(sum_wall / conc, 2), "startup_s_per_slot": rnd(startup_sum / conc, 2),
                  "function_tail_s_per_slot": rnd(tail_sum / conc, 2),
                  "rest_s": rnd(wall - (sum_wall + startup_sum + tail_sum) / conc, 2)}
+    # Two parts of "rest" that are not per-result costs: Tune's set-up before the first trial starts,
+    # and the sweep's end, when fewer trials are left than slots and a slot waits for the last one.
+    ends = sorted((t["exit"] or (results[t["trial_id"]][-1][0] if results.get(t["trial_id"]) else t["start"]))
+                  for t in trials)
+    t_end = t0 + wall
+    breakdown["setup_before_first_trial_s"] = rnd(min(starts.values()) - t0, 2) if starts else None
+    breakdown["idle_slots_at_end_s_per_slot"] = rnd(sum(t_end - e for e in ends[-conc:]) / conc, 2) if ends else None
     return {
         "reuse_actors": reuse, "num_to_keep": "project" if num_to_keep is None or num_to_keep < 0 else num_to_keep,
         "trials": len(trials), "errors": errors, "concurrency": conc, "wall_s": rnd(wall, 2),
