@@ -93,11 +93,18 @@ def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels:
     same optimisation effort; batches are drawn with replacement when the subset is small.
     The encoder passed in is not modified.
 
+    The head is a parameter-free BatchNorm then a linear layer (the BN-before-the-classifier of
+    MAE's linear probing, He et al. 2022, sec. A.2), so it sees standardised features whatever
+    their scale, as the linear probe's StandardScaler does. Without it a pretrained encoder's
+    larger features (SimCLR's: mean norm ~5 against ~0.5 at random init, on digits) made the
+    same SGD steps fall well short: 87.5% vs 98.1% test accuracy at 100% of labels.
+
     Returns:
         accuracy on each named evaluation set.
     """
     device = images.device
-    net = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.out_dim, num_classes)).to(device)
+    head = nn.Sequential(nn.BatchNorm1d(encoder.out_dim, affine=False), nn.Linear(encoder.out_dim, num_classes))
+    net = nn.Sequential(copy.deepcopy(encoder), head).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     bs = min(cfg.batch_size, len(images))
