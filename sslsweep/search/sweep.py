@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from sslsweep import __version__
-from sslsweep.config import SweepConfig, from_dictconfig, to_dict
+from sslsweep.config import ConfigError, SweepConfig, from_dictconfig, to_dict
 from sslsweep.search.ray_init import check_storage_shared, init_ray
 from sslsweep.search.results import best_trials, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.storage import Storage, open_sweep_dir
@@ -87,6 +87,7 @@ class Sweep:
         self.metric = f"{cfg.eval.metric}_top1"
         self.configs: dict[str, dict[str, Any]] = {}  # search trial id -> its sampled config
         self.trials = pd.DataFrame()
+        self.created = False  # True for a sweep this process started (not a resume)
         self.local = Path(storage.root) if not storage.remote else \
             Path.home() / ".cache" / "sslsweep" / "sweeps" / manifest["sweep_id"]
 
@@ -105,7 +106,9 @@ class Sweep:
             "resources": {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
             "phases": {}, "cost": {}, "progress": {"searched": [], "confirmed": False, "reported": False},
         }
-        return Sweep(cfg, raw, st, manifest)
+        sweep = Sweep(cfg, raw, st, manifest)
+        sweep.created = True
+        return sweep
 
     @staticmethod
     def resume(uri: str) -> "Sweep":
@@ -135,7 +138,12 @@ class Sweep:
                  self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),
                  data.shape)
         init_ray(self.cfg)
-        check_storage_shared(self.st)  # multi-node: every node must see the sweep directory
+        try:
+            check_storage_shared(self.st)  # multi-node: every node must see the sweep directory
+        except ConfigError:
+            if self.created:  # refused before anything was computed: leave no half-made sweep behind
+                self.st.fs.delete_dir(self.st.root)
+            raise
         self.manifest["hardware"] = _hardware()
         from ray import tune
 
