@@ -51,7 +51,8 @@ class Runtime:
             torch.set_num_threads(num_threads)
         autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
         channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and cuda)
-        return Runtime(torch.device("cuda" if cuda else "cpu"), autocast, channels_last, bool(cfg.compile and cuda))
+        # compile is honoured on CPU too (inductor needs a C++ compiler there): one code path, tested on CPU
+        return Runtime(torch.device("cuda" if cuda else "cpu"), autocast, channels_last, bool(cfg.compile))
 
 
 @dataclass

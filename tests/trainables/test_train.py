@@ -86,11 +86,12 @@ def test_bf16_autocast_and_channels_last_path_runs_on_cpu() -> None:
 
 
 def test_runtime_resolves_cpu_defaults_without_cuda() -> None:
-    """auto on a machine without CUDA: CPU, fp32, no channels_last, no compile."""
+    """auto on a machine without CUDA: CPU, fp32, no channels_last; compile as configured."""
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    rt = Runtime.resolve(TrainerConfig(compile=True))
+    rt = Runtime.resolve(TrainerConfig())
     assert rt == Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
+    assert Runtime.resolve(TrainerConfig(compile=True)).compile
     with pytest.raises(RuntimeError, match="trainer.device = 'cuda'"):
         Runtime.resolve(TrainerConfig(device="cuda"))
 
@@ -132,3 +133,21 @@ def test_restore_falls_back_to_the_previous_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint_000001/state.pt cannot be loaded"):
         restore_latest(only_corrupt, tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")))
 
+
+
+def test_compiled_encoder_trains_like_eager_and_keeps_checkpoint_keys(tmp_path: Path) -> None:
+    """trainer.compile=true (torch.compile of the encoder, the path CUDA trials use) on CPU: the
+    first epoch's loss equals the eager one's, and the checkpoint has the eager key names, so it
+    loads into an uncompiled pretrainer and resumes identically."""
+    rt = Runtime.resolve(TrainerConfig(device="cpu", compile=True))
+    assert rt.compile, "compile must be honoured on CPU, or this path is CUDA-only and untested"
+    compiled, dd = pretrainer(runtime=rt)
+    eager, _ = pretrainer()
+    assert train_one_epoch(compiled, dd.pool()).loss == pytest.approx(train_one_epoch(eager, dd.pool()).loss, rel=1e-4)
+    save_checkpoint(compiled.state_dict(), tmp_path)
+    state = load_checkpoint(tmp_path / "state.pt")
+    assert set(state["task"]) == set(eager.state_dict()["task"])
+    resumed, _ = pretrainer(seed=99)
+    resumed.load_state_dict(state)
+    expected = train_one_epoch(compiled, dd.pool()).loss
+    assert train_one_epoch(resumed, dd.pool()).loss == pytest.approx(expected, rel=1e-4)
