@@ -31,7 +31,8 @@ NSW_MARK = "†"
 UNTESTABLE_MARK = "°"
 LEGEND = (f"{BEST_MARK} best mean in its column; {NSW_MARK} not significantly worse than the best "
           f"({PAIRED_TEST_NAME}, α = {ALPHA:g}); {UNTESTABLE_MARK} not testable against the best "
-          f"(fewer than 2 paired seeds): whether it is worse cannot be claimed either way.")
+          f"(fewer than 2 paired seeds, or every seed shifted by the same amount: no spread to test): "
+          f"whether it is worse cannot be claimed either way.")
 # How a method is named in the headline table. ``none`` pretrains nothing: its linear columns show
 # what a random-init encoder's features give, its fine-tune columns are the supervised-only baseline.
 METHOD_LABELS = {"none": "none (random init; fine-tune = supervised only)"}

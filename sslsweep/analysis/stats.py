@@ -10,7 +10,10 @@ Conventions (stated once, used everywhere):
 - Methods are compared with a two-sided paired Student t-test over seeds
   (``scipy.stats.ttest_rel``): seed ``s`` of method A is paired with seed ``s`` of method B,
   because both saw the same label subsets. Seeds present in only one of the two are dropped.
-  With fewer than 2 pairs the test is not possible and ``testable`` is False.
+  With fewer than 2 pairs the test is not possible and ``testable`` is False. Neither is it when
+  every pair differs by the same non-zero amount: the t statistic divides by the spread of the
+  differences, which is then zero. With the 2-3 seeds a sweep usually has and accuracies that move
+  in steps of one test image, an identical shift is a coincidence, not certainty (p = 0).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class PairedResult:
         mean_diff: mean of the paired differences ``a_s - b_s``.
         ci_low, ci_high: 95% Student-t interval of ``mean_diff`` (NaN when ``n_paired < 2``).
         p_value: two-sided ``ttest_rel`` p-value (NaN when not testable).
-        testable: ``n_paired >= 2``.
+        testable: ``n_paired >= 2`` and the differences are not one constant non-zero shift.
     """
 
     n_paired: int
@@ -107,8 +110,8 @@ def paired_t(a: pd.Series, b: pd.Series, confidence: float = CONFIDENCE) -> Pair
     """Paired t-test of ``a - b`` where both Series are indexed by seed.
 
     Seeds present in only one Series (or NaN in either) are dropped. When all differences are
-    equal the t statistic is undefined for scipy; we return p = 1 when they are all 0 (no
-    evidence of a difference) and p = 0 otherwise (a constant non-zero shift).
+    equal the t statistic is undefined: all 0 gives p = 1 (no evidence of a difference); one
+    constant non-zero shift is not testable (p NaN), see the module docstring.
     """
     joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     diffs = (joined["a"] - joined["b"]).to_numpy(dtype=float)
@@ -119,7 +122,9 @@ def paired_t(a: pd.Series, b: pd.Series, confidence: float = CONFIDENCE) -> Pair
     if n < 2:
         return PairedResult(n, ci.mean, math.nan, math.nan, math.nan, False)
     if np.allclose(diffs, diffs[0], rtol=0.0, atol=1e-12):
-        p = 1.0 if abs(diffs[0]) <= 1e-12 else 0.0
+        if abs(diffs[0]) > 1e-12:  # no spread to test against
+            return PairedResult(n, ci.mean, ci.low, ci.high, math.nan, False)
+        p = 1.0
     else:
         p = float(sps.ttest_rel(joined["a"], joined["b"]).pvalue)
     return PairedResult(n, ci.mean, ci.low, ci.high, p, True)
@@ -128,7 +133,8 @@ def paired_t(a: pd.Series, b: pd.Series, confidence: float = CONFIDENCE) -> Pair
 def significantly_worse(result: PairedResult, alpha: float = ALPHA) -> bool | None:
     """Whether ``a`` is significantly worse than ``b`` (``a - b < 0`` and ``p < alpha``).
 
-    Returns None when the comparison is not testable (fewer than 2 paired seeds): then neither
+    Returns None when the comparison is not testable (fewer than 2 paired seeds, or one constant
+    non-zero shift): then neither
     "worse" nor "not significantly worse" can be claimed.
     """
     if not result.testable:

@@ -510,7 +510,8 @@ def headline_table(budget: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     ``is_best`` marks the highest mean in each (budget, protocol) (ties: all of them).
     ``not_sig_worse`` is True for a non-best method whose paired t-test against the best over
     shared seeds gives p >= ``alpha`` (or a higher mean), False when p < ``alpha``, and None when
-    fewer than 2 seeds pair up (not testable: nothing can be claimed). It is None for the best.
+    fewer than 2 seeds pair up or the seeds differ by one constant shift (not testable: nothing can
+    be claimed). It is None for the best.
     """
     rows = []
     for key, g in _groups(budget):

@@ -64,9 +64,13 @@ def test_paired_t_with_fewer_than_two_pairs_is_not_testable() -> None:
     assert significantly_worse(res) is None
 
 
-def test_paired_t_with_constant_differences_is_decided_without_nan() -> None:
-    """A constant non-zero shift is certain (p = 0); identical results show no difference (p = 1)."""
+def test_paired_t_with_constant_differences() -> None:
+    """A constant non-zero shift has no spread to test against: not testable (p NaN, neither
+    'worse' nor 'not worse' claimed) - with 2 seeds and accuracies in steps of one test image such
+    a shift is a coincidence, not p = 0. Identical results show no difference (p = 1)."""
     a = pd.Series([0.5, 0.6, 0.7], index=[0, 1, 2])
-    assert paired_t(a - 0.1, a).p_value == 0.0
+    shifted = paired_t(a - 0.1, a)
+    assert not shifted.testable and math.isnan(shifted.p_value) and significantly_worse(shifted) is None
+    assert shifted.mean_diff == pytest.approx(-0.1)
     same = paired_t(a, a)
     assert same.p_value == 1.0 and significantly_worse(same) is False
