@@ -151,6 +151,7 @@ def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
     for step in range(n_steps):
         for group in pre.optimizer.param_groups:
             group["lr"] = lr_at(pre.epoch + step / n_steps, base_lr, pre.max_epochs, pre.warmup_epochs)
+        pre.task.progress = min(1.0, (pre.epoch + step / n_steps) / max(pre.max_epochs, 1))
         x = images[order[step * bs:(step + 1) * bs]]
         with torch.autocast(pre.runtime.device.type, dtype=torch.bfloat16, enabled=pre.runtime.autocast):
             out = pre.task(x, pre.gen)

@@ -259,6 +259,43 @@ def test_byol_target_is_a_moving_average_without_gradient() -> None:
     assert all(not p.requires_grad and p.grad is None for p in task.target.parameters())
 
 
+def test_byol_target_decay_follows_the_cosine_schedule_from_tau_base_to_one() -> None:
+    """BYOL sec. 3.2: tau = 1 - (1 - tau_base)(cos(pi k/K) + 1)/2 - tau_base at the start, halfway
+    to 1 at mid-training, 1 at the end; the update at half way uses that tau."""
+    task = BYOL(small_cnn(1, 4), {"ema": 0.9, "proj_dim": 8, "hidden_dim": 16}, TaskContext(1, 8)).train()
+    taus = []
+    for progress in (0.0, 0.5, 1.0):
+        task.progress = progress
+        taus.append(task.current_tau())
+    assert taus == pytest.approx([0.9, 0.95, 1.0])
+    task.progress = 0.5
+    with torch.no_grad():
+        for p in task.encoder.parameters():
+            p.add_(1.0)
+    online_w = task.encoder.backbone[0].weight.detach().clone()
+    target_w = task.target[0].backbone[0].weight.detach().clone()
+    task(uint8_images(4, 1, 8), gen())
+    assert torch.allclose(task.target[0].backbone[0].weight, 0.95 * target_w + 0.05 * online_w)
+
+
+def test_training_loop_tells_the_task_how_far_training_is() -> None:
+    """The loop sets ``progress`` = (epoch + step / steps) / max_epochs before each step."""
+    from sslsweep.config import EncoderConfig, TrainerConfig
+    from sslsweep.trainables.train import make_pretrainer, train_one_epoch
+    from tests.trainables.test_train import CPU, tiny_data
+
+    data = tiny_data()
+    pre = make_pretrainer("byol", {"lr": 0.05, "batch_size": 10, "ema": 0.99, "proj_dim": 8, "hidden_dim": 16,
+                                   "strength": 0.5}, data, EncoderConfig(width=4), TrainerConfig(), CPU,
+                          max_epochs=4, seed=0)
+    seen = []
+    forward = pre.task.forward
+    pre.task.forward = lambda x, g=None: (seen.append(pre.task.progress), forward(x, g))[1]
+    train_one_epoch(pre, torch.from_numpy(data.images[data.splits.train]))
+    train_one_epoch(pre, torch.from_numpy(data.images[data.splits.train]))
+    assert seen == pytest.approx([0.0, 0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.375, 0.4375])
+
+
 def test_simsiam_loss_is_minus_cosine_with_stop_gradient() -> None:
     p = torch.randn(4, 6, generator=gen(1), requires_grad=True)
     z = torch.randn(4, 6, generator=gen(2), requires_grad=True)

@@ -47,6 +47,11 @@ class PretextTask(nn.Module):
 
     Class attributes:
         has_pretext_acc: whether ``TaskOutput.acc`` is set.
+
+    Attributes:
+        progress: fraction of the trial's pretraining done, in [0, 1]; the training loop sets it
+            before every step (from the epoch and step, so a resumed trial sees the same values).
+            For schedules a paper ties to the length of training (BYOL's target decay).
     """
 
     has_pretext_acc: ClassVar[bool] = False
@@ -56,6 +61,7 @@ class PretextTask(nn.Module):
         self.encoder = encoder
         self.hp = dict(hp)
         self.ctx = ctx
+        self.progress = 0.0
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:  # pragma: no cover
         raise NotImplementedError

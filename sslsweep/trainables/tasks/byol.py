@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Mapping
 
 import torch
@@ -31,13 +32,14 @@ class BYOL(PretextTask):
     Shapes as in the paper: projector and predictor are Linear-BN-ReLU-Linear, hidden
     ``hidden_dim`` (4096), output ``proj_dim`` (256). Augmentation: SimCLR's (strength s).
 
-    Deviations: the paper raises tau from tau_base to 1 along a cosine schedule over training; a
-    task does not know the trial's length, so tau (``ema``) is constant here and searched. The
-    target is updated at the start of each training step from the online weights of the previous
-    step (the paper: right after it): the same sequence of targets.
+    The target decay follows the paper's schedule (sec. 3.2): tau = 1 - (1 - tau_base)
+    (cos(pi k / K) + 1) / 2 over the trial's training, from tau_base to 1 (``progress`` = k / K is
+    set by the training loop). Deviation: the target is updated at the start of each training step
+    from the online weights of the previous step (the paper: right after it): the same sequence
+    of targets.
 
     Args (hp):
-        ema: tau (the paper's Table 5b: tau_base 0.9 to 0.999 work, 0.996 default).
+        ema: tau_base (the paper's Table 5b: 0.9 to 0.999 work, 0.996 default).
         proj_dim, hidden_dim, strength, crop_min.
 
     Example:
@@ -58,12 +60,17 @@ class BYOL(PretextTask):
         self.target = nn.Sequential(copy.deepcopy(encoder), copy.deepcopy(self.projector))
         self.target.requires_grad_(False)  # not in the trainer's optimizer
 
+    def current_tau(self) -> float:
+        """tau at this point of training: tau_base at the start, 1 at the end (cosine)."""
+        return 1 - (1 - self.tau) * (math.cos(math.pi * self.progress) + 1) / 2
+
     @torch.no_grad()
     def update_target(self) -> None:
         """xi <- tau xi + (1 - tau) theta for weights; batch-norm statistics are copied."""
         online = nn.Sequential(self.encoder, self.projector)
+        tau = self.current_tau()
         for t, o in zip(self.target.parameters(), online.parameters()):
-            t.lerp_(o, 1 - self.tau)
+            t.lerp_(o, 1 - tau)
         for t, o in zip(self.target.buffers(), online.buffers()):
             t.copy_(o)
 
