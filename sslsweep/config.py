@@ -427,6 +427,8 @@ PARAM_RULES: dict[str, tuple[Any, str]] = {
     "weight_decay": (lambda v: _num(v) and v >= 0, "weight decay must be >= 0"),
     "batch_size": (lambda v: _whole(v) and v >= 2, "the batch size must be an integer >= 2"),
     "strength": (lambda v: _num(v) and 0 <= v <= 2, "augmentation strength must be in [0, 2]"),
+    "optimizer": (lambda v: v in ("sgd", "adamw"), "the optimizer must be sgd or adamw"),
+    "beta1": (lambda v: _num(v) and 0 <= v < 1, "Adam's beta1 must be in [0, 1)"),
 }
 _NATIVE_SIZE = {"digits": 8}
 

@@ -118,8 +118,9 @@ def make_pretrainer(method: str, hp: Mapping[str, Any], data: Prepared, encoder_
         task = task.to(memory_format=torch.channels_last)
     lr, wd = float(hp.get("lr", 0.05)), float(hp.get("weight_decay", 0.0))
     params = [p for p in task.parameters() if p.requires_grad]
-    if hp.get("optimizer", trainer_cfg.optimizer) == "adamw":  # a method may fix its own (gan: adamw)
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if hp.get("optimizer", trainer_cfg.optimizer) == "adamw":  # a method may fix its own (gan: adamw, beta1 0.5)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd,
+                                                       betas=(float(hp.get("beta1", 0.9)), 0.999))
     else:
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
     pre = Pretrainer(task=task, optimizer=opt, hp=dict(hp), max_epochs=max_epochs,

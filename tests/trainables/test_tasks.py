@@ -337,6 +337,8 @@ RULES = [
     ("method=[gan]", "method.gan.space.g_lr=-1", "the generator learning rate must be > 0"),
     ("method=[gan]", "method.gan.space.z_dim=0.5", "the noise dimension must be an integer"),
     ("method=[gan]", "method.gan.space.gen_width=0", "the generator width must be an integer"),
+    ("method=[gan]", "method.gan.space.optimizer=adam", "the optimizer must be sgd or adamw"),
+    ("method=[gan]", "method.gan.space.beta1=1.0", "Adam's beta1 must be in \\[0, 1\\)"),
     ("method=[byol]", "method.byol.space.ema.high=1.5", "the target decay \\(ema\\) must be in"),
     ("method=[byol]", "method.byol.space.hidden_dim=0", "the hidden dimension must be an integer"),
     ("method=[simsiam]", "method.simsiam.space.pred_hidden=0", "the predictor's hidden dimension"),

@@ -151,3 +151,14 @@ def test_compiled_encoder_trains_like_eager_and_keeps_checkpoint_keys(tmp_path: 
     resumed.load_state_dict(state)
     expected = train_one_epoch(compiled, dd.pool()).loss
     assert train_one_epoch(resumed, dd.pool()).loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_method_can_fix_its_own_optimizer_dcgans_adam() -> None:
+    """gan's config fixes Adam with beta1 0.5 (DCGAN sec. 4) whatever trainer.optimizer says; other
+    methods get the trainer's SGD."""
+    gan, _ = pretrainer("gan", hp={"lr": 2e-4, "g_lr": 2e-4, "batch_size": 16, "optimizer": "adamw", "beta1": 0.5,
+                                   "weight_decay": 0.0, "z_dim": 8, "gen_width": 4})
+    assert isinstance(gan.optimizer, torch.optim.AdamW)
+    assert gan.optimizer.param_groups[0]["betas"] == (0.5, 0.999)
+    simclr, _ = pretrainer("simclr")
+    assert isinstance(simclr.optimizer, torch.optim.SGD)
