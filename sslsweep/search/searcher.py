@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -40,9 +39,7 @@ class HonestOptunaSearch(OptunaSearch):
         is still running as far as Tune knows, and is resumed. The journal is the truth; the
         resumed trial's further results are not reported to Optuna again.
         """
-        ot_trial = self._ot_trials[trial_id]
-        ot_trial = getattr(ot_trial, "ot_trial", ot_trial)  # Ray's suggest-captor wrapper
-        finished = self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+        finished = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).state.is_finished()
         if finished:
             self._completed_trials.add(trial_id)
         return finished
@@ -53,11 +50,7 @@ class HonestOptunaSearch(OptunaSearch):
         if self._finished_in_study(trial_id):
             log.info("trial %s already finished in the Optuna study (recorded before a restart)", trial_id)
             return
-        try:
-            super().on_trial_result(trial_id, result)
-        except UpdateFinishedTrialError as exc:  # finished by another writer since the check
-            log.warning("could not report trial %s to Optuna: %s", trial_id, exc)
-            self._completed_trials.add(trial_id)
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

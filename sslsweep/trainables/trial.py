@@ -152,10 +152,11 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
             _release(runtime)  # give the memory back to trials sharing the GPU
             tune.report(result)
             return None, False
+        value = selection_metric(pre.encoder, dd, s.eval, runtime, seed=0) if score else None
+        # after the evaluation: it is the trial's own work, counted in trial_wall_s
         metrics = _progress(pre, stats, t0) | {"attempt_start_epoch": start_epoch}
         if score:
-            metrics[s.metric] = selection_metric(pre.encoder, dd, s.eval, runtime, seed=0)
-            metrics["trial_wall_s"] = time.time() - t0  # the evaluation is the trial's own work too
+            metrics[s.metric] = value
         if start_epoch and pre.epoch == start_epoch + min(s.eval_every, epochs - start_epoch):
             # first report after a restore: re-send what the checkpoint knows, in case a result
             # was checkpointed but never logged when the worker died (seen under SIGKILL)
@@ -163,9 +164,6 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
         pre.history.append({k: v for k, v in metrics.items() if k != "history"})
         _report(metrics, pre)
     return pre, True
-
-
-_IMPORTS_FROZEN = False
 
 
 def _freeze_imports_once() -> None:
@@ -177,10 +175,8 @@ def _freeze_imports_once() -> None:
     CPU, which on short trials is as long as an epoch. Only done once, so a trial's leftovers are
     never frozen by the next trial on a reused actor.
     """
-    global _IMPORTS_FROZEN
-    if not _IMPORTS_FROZEN:
+    if gc.get_freeze_count() == 0:
         gc.freeze()
-        _IMPORTS_FROZEN = True
 
 
 def _release(runtime: Runtime) -> None:

@@ -148,3 +148,32 @@ def test_confirm_trial_evaluates_every_budget_and_protocol(recorder: Recorder) -
         ("per_class", 2.0, "linear"), ("per_class", 2.0, "finetune")}
     assert all(0 <= r["test_acc"] <= 1 and r["pretrain_epochs"] == 3 for r in rows)
     assert {r["n_labels"] for r in rows if r["budget_kind"] == "per_class"} == {8}  # 2 per class x 4 classes
+
+
+def test_trial_wall_time_includes_the_selection_metric(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trial_wall_s is stamped after the evaluation: a selection metric that takes 0.3 s shows in
+    every report's trial time (it is the trial's work, not Tune's overhead)."""
+    import time
+
+    real = trial_mod.selection_metric
+    monkeypatch.setattr(trial_mod, "selection_metric", lambda *a, **k: (time.sleep(0.3), real(*a, **k))[1])
+    search_trial(dict(CONFIG), tiny_data(), SETTINGS)
+    walls = [r["trial_wall_s"] for r in recorder.reports]
+    assert all(w >= 0.3 * (i + 1) for i, w in enumerate(walls)), walls
+
+
+def test_worker_objects_are_frozen_once_not_again_by_later_trials() -> None:
+    """The first trial in a process freezes what is alive (imports, data) out of the collector's
+    reach; a later trial on the same reused actor must not freeze the earlier trial's leftovers."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        trial_mod._freeze_imports_once()
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        leftovers = [[i] for i in range(1000)]  # noqa: F841 - objects made after the first trial started
+        trial_mod._freeze_imports_once()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
