@@ -23,6 +23,18 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A trial run in-process sets torch's thread count for its process: give the next test the
+    count it had, so no test depends on which ran before it."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture()
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty decode cache, so tests never see each other's decoded arrays."""

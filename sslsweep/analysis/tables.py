@@ -172,8 +172,8 @@ def _best_of_method(summary: pd.DataFrame, mode: str) -> dict[str, Any] | None:
     pool, name = (completed, "completed trials") if len(completed) else (usable, "all trials (none completed)")
     if pool.empty:
         return None
-    idx = pool["metric"].idxmax() if mode == "max" else pool["metric"].idxmin()
-    row = pool.loc[idx].to_dict()
+    # a tie goes to the smallest trial id, as in the sweep's choice of what to confirm
+    row = pool.sort_values(["metric", "trial_id"], ascending=[mode == "min", True], kind="stable").iloc[0].to_dict()
     row["pool"] = name
     return row
 

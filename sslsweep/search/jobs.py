@@ -241,12 +241,14 @@ def _follow(c: Any, job_id: str, url: str) -> int:
             try:
                 asyncio.run(_tail(c, job_id, shown))
             except Exception:  # the log stream broke (websocket closed, proxy in the way): poll instead
-                _poll_logs(c, job_id, shown[0])
+                _poll_logs(c, job_id, shown)
         except KeyboardInterrupt:
             print(f"\nstopped following; the job keeps running (sslsweep jobs stop {job_id} stops it)",
                   file=sys.stderr)
             return 130
         status = _wait_terminal(c, job_id)
+        # the log stream can end before the job's last lines arrive: print whatever it missed
+        print(c.get_job_logs(job_id)[shown[0]:], end="", flush=True)
         info = c.get_job_info(job_id)
     print(f"job {job_id}: {status}" + (f" ({info.message})" if info.message and status != "SUCCEEDED" else ""),
           file=sys.stderr)
@@ -259,12 +261,13 @@ async def _tail(c: Any, job_id: str, shown: list[int]) -> None:
         shown[0] += len(lines)
 
 
-def _poll_logs(c: Any, job_id: str, shown: int = 0, period_s: float = 2.0) -> None:
+def _poll_logs(c: Any, job_id: str, shown: list[int], period_s: float = 2.0) -> None:
+    """Print the job's logs every ``period_s`` until it ends; ``shown[0]``: characters already printed."""
     while True:
         done = str(c.get_job_status(job_id)) in TERMINAL
         logs = c.get_job_logs(job_id)
-        print(logs[shown:], end="", flush=True)
-        shown = len(logs)
+        print(logs[shown[0]:], end="", flush=True)
+        shown[0] = len(logs)
         if done:
             return
         time.sleep(period_s)

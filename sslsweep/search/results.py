@@ -136,7 +136,8 @@ def budget_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def best_trials(trials: pd.DataFrame, mode: str = "max") -> dict[str, dict[str, Any]]:
     """Per method, the trial with the best final validation metric among trials that completed
-    (falling back to stopped ones when none completed) and its hyperparameters."""
+    (falling back to stopped ones when none completed) and its hyperparameters; a tie goes to the
+    smallest trial id."""
     best: dict[str, dict[str, Any]] = {}
     if trials.empty:
         return best
@@ -148,7 +149,8 @@ def best_trials(trials: pd.DataFrame, mode: str = "max") -> dict[str, dict[str, 
             pool = group[group["status"] == "stopped"]
         if pool.empty:
             continue
-        row = pool.sort_values("metric", ascending=(mode == "min")).iloc[0]
+        # ties (the metric moves in steps of 1/n_val) go to the smallest trial id, whatever the row order
+        row = pool.sort_values(["metric", "trial_id"], ascending=[mode == "min", True], kind="stable").iloc[0]
         hp = {c[3:]: _py(row[c]) for c in trials.columns if c.startswith("hp_") and not _isnull(row[c])}
         best[str(method)] = {"trial_id": row["trial_id"], "metric": float(row["metric"]), "hp": hp,
                              "seed": int(row["seed"])}

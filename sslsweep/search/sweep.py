@@ -182,14 +182,34 @@ class Sweep:
             if self.st.remote:
                 self.st.download(f"optuna/{method.name}.journal", journal)
             t0 = time.time()
-            tuner = restore_or_new(f"{tune_root}/search-{method.name}", trainable, self.cfg.resources,
-                                   lambda m=method, j=journal: search_tuner(
-                                       trainable, m, self.cfg.search, self.cfg.resources, metric=self.metric,
-                                       seed=self.cfg.seed, storage_path=tune_root, journal=j),
-                                   # Tune's saved state drops param_space: give it back for a plain (unsearched) run
-                                   param_space=None if method.searched else
-                                   {"method": method.name, "seed": self.cfg.seed, **method.fixed})
-            grid = tuner.fit() if method.name not in self.manifest["progress"]["searched"] else tuner.get_results()
+            done = method.name in self.manifest["progress"]["searched"]
+
+            def fit(name: str, num_samples: int | None = None, m: Any = method, j: Path = journal,
+                    done: bool = done) -> list[Any]:
+                """The results of the experiment ``name``: run (or resumed) unless already searched."""
+                from ray import tune
+
+                if done and not tune.Tuner.can_restore(f"{tune_root}/{name}"):
+                    return []
+                tuner = restore_or_new(f"{tune_root}/{name}", trainable, self.cfg.resources,
+                                       lambda: search_tuner(trainable, m, self.cfg.search, self.cfg.resources,
+                                                            metric=self.metric, seed=self.cfg.seed,
+                                                            storage_path=tune_root, journal=j, name=name,
+                                                            num_samples=num_samples),
+                                       # Tune's saved state drops param_space: give it back for a plain run
+                                       param_space=None if m.searched else
+                                       {"method": m.name, "seed": self.cfg.seed, **m.fixed})
+                return list(tuner.get_results() if done else tuner.fit())
+
+            grid = fit(f"search-{method.name}")
+            missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
+            if missing > 0:
+                # a restored experiment can come back with fewer trials than it was given (Tune's
+                # searcher snapshot counted trials its trial list did not hold yet): run the
+                # missing ones in the same Optuna study, so every method keeps the same budget
+                log.warning("%s: the search ended with %d of %d trials; running the %d missing",
+                            method.name, len(grid), self.cfg.search.num_samples, missing)
+                grid += fit(f"search-{method.name}-more", missing)
             if method.searched and journal.exists():
                 closed = fail_orphaned_trials(journal_storage(journal), method.name)
                 if closed:
@@ -198,7 +218,7 @@ class Sweep:
             rows = trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs, grid)
             all_rows += rows
             self.configs.update({r.metrics.get("trial_id"): dict(r.config) for r in grid if r.metrics})
-            if method.name not in self.manifest["progress"]["searched"]:
+            if not done:
                 cost = self.manifest["cost"].setdefault(method.name, {})
                 cost["search_wall_s"] = cost.get("search_wall_s", 0.0) + time.time() - t0
                 cost["search_device_s"] = sum(r.metrics.get("trial_wall_s", 0.0) for r in grid if r.metrics) \

@@ -52,9 +52,11 @@ def run_config(name: str, storage_path: str, max_failures: int) -> tune.RunConfi
 
 
 def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: SearchConfig, res: ResourcesConfig,
-                 *, metric: str, seed: int, storage_path: str, journal: Path) -> tune.Tuner:
+                 *, metric: str, seed: int, storage_path: str, journal: Path, name: str | None = None,
+                 num_samples: int | None = None) -> tune.Tuner:
     """The Tuner searching one method: its own seeded Optuna study (persisted in ``journal``),
-    its own ASHA rungs, ``num_samples`` trials (one for a method with nothing to search)."""
+    its own ASHA rungs, ``num_samples`` trials (default ``search.num_samples``; one for a method
+    with nothing to search), in the experiment ``name`` (default ``search-<method>``)."""
     searched = bool(method.searched)
     alg: Any = None
     if searched:
@@ -66,9 +68,9 @@ def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: Se
         tune.with_resources(trainable, resources(res)),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=alg, scheduler=scheduler(search),
-                                    num_samples=search.num_samples if searched else 1, reuse_actors=True,
-                                    max_concurrent_trials=search.max_concurrent or None),
-        run_config=run_config(f"search-{method.name}", storage_path, search.max_failures),
+                                    num_samples=(num_samples or search.num_samples) if searched else 1,
+                                    reuse_actors=True, max_concurrent_trials=search.max_concurrent or None),
+        run_config=run_config(name or f"search-{method.name}", storage_path, search.max_failures),
     )
 
 

@@ -184,6 +184,20 @@ def _file_info(path: str, key: str = "dataset.path"):  # -> pyarrow.fs.FileInfo
         raise ConfigError(key, path, f"cannot read ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
+def _etag(path: str) -> str:
+    """The object store's version tag of one object (S3's ETag changes with the content), or ''
+    where the filesystem has none: S3 times are whole seconds, so size + time alone can miss a
+    same-size object rewritten within the second."""
+    fs, inner = _open_fs(path, "dataset.path")
+    try:
+        with fs.open_input_file(inner) as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - the key then rests on size and time, as for local files
+        return ""
+    return next((v.decode() if isinstance(v, bytes) else str(v) for k, v in meta.items()
+                 if (k.decode() if isinstance(k, bytes) else str(k)).lower() == "etag"), "")
+
+
 def _child(path: str, name: str) -> str:
     return f"{path.rstrip('/')}/{name}" if is_uri(path) else str(Path(_local(path)) / name)
 
@@ -336,7 +350,7 @@ def _source_key(cfg: DatasetConfig, paths: Sequence[str]) -> str:
             info = _file_info(p)
             if info.type != pafs.FileType.File:
                 raise ConfigError("dataset.path", p, "not a file")
-            h.update(f"{p}:{info.size}:{info.mtime_ns}".encode())
+            h.update(f"{p}:{info.size}:{info.mtime_ns}:{_etag(p)}".encode())
             continue
         p = _local(p)
         for f in sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]:

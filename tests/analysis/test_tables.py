@@ -343,3 +343,17 @@ def test_importance_is_skipped_when_every_completed_trial_scores_the_same(build:
                       + build.trial_rows("b", "m", "completed", [9], [0.63], {"lr": 0.2, "wd": 0.2}))
     imp, notes = tables.param_importances(df, "max")
     assert imp.empty and notes["m"] == "skipped: all 2 completed trials have the same value: nothing to attribute"
+
+
+def test_tied_best_trials_go_to_the_smallest_trial_id_in_report_and_sweep_alike(build: SimpleNamespace) -> None:
+    """Two completed trials with the same final metric (it moves in steps of 1/n_val): the report's
+    best trial and the one the sweep confirms are the same, the smallest trial id, whatever the row order."""
+    from sslsweep.search.results import best_trials as confirmed
+
+    rows = (build.trial_rows("t9", "m", "completed", [9], [0.8], {"lr": 0.1})
+            + build.trial_rows("t2", "m", "completed", [9], [0.8], {"lr": 0.2})
+            + build.trial_rows("t5", "m", "completed", [9], [0.7], {"lr": 0.3}))
+    for order in (rows, rows[::-1]):
+        df = pd.DataFrame(order)
+        assert _cell(tables.best_trials(df, "max"), method="m")["trial_id"] == "t2"
+        assert confirmed(df, "max")["m"]["trial_id"] == "t2"

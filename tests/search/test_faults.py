@@ -68,20 +68,31 @@ def test_trials_survive_repeated_worker_kills(ray_local, tmp_path: Path) -> None
     kills: list[int] = []
     stop = threading.Event()
 
+    def newest_checkpoints() -> dict[str, int]:
+        """Each trial's newest checkpoint index, as written to storage (one per report)."""
+        out: dict[str, int] = {}
+        for c in tmp_path.glob("*/tune/search-rotation/*/checkpoint_*"):
+            out[c.parent.name] = max(out.get(c.parent.name, -1), int(c.name.rsplit("_", 1)[1]))
+        return out
+
     def killer() -> None:
-        seen: dict[int, float] = {}
+        # Kill on progress, not on a clock (a loaded machine may not have checkpointed in a fixed
+        # time): only once every unfinished trial has written a checkpoint since the last kill, so
+        # whichever worker dies has one to resume from.
+        at_last_kill: dict[str, int] = {}
         while not stop.is_set() and len(kills) < 4:
-            now = time.time()
-            for p in trial_workers():
-                seen.setdefault(p.pid, now)
-                if now - seen[p.pid] > 2.5:  # long enough to have reported (and checkpointed) an epoch
-                    try:
-                        p.send_signal(signal.SIGKILL)
-                        kills.append(p.pid)
-                    except psutil.NoSuchProcess:
-                        pass
-                    break
-            time.sleep(0.5)
+            ckpts = newest_checkpoints()
+            unfinished = {t: i for t, i in ckpts.items() if i < max_epochs - 1}
+            workers = trial_workers()
+            if len(ckpts) == 2 and unfinished and workers and \
+                    all(i > at_last_kill.get(t, -1) for t, i in unfinished.items()):
+                try:
+                    workers[0].send_signal(signal.SIGKILL)
+                    kills.append(workers[0].pid)
+                    at_last_kill = ckpts
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.3)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -202,3 +213,38 @@ def test_diverging_method_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path:
     budget = pd.read_parquet(root / "budget.parquet")
     assert set(budget.method) == {"simclr"}
     assert "diverged" in (root / "report.md").read_text()
+
+
+def test_a_search_that_ends_with_fewer_trials_is_topped_up_in_the_same_study(ray_local, tmp_path: Path,  # noqa: ANN001
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method's experiment that comes back with fewer trials than num_samples (what a restored
+    experiment can do after a driver crash; here its Tuner is simply given one trial) is topped up:
+    the method ends with num_samples trials, all in its one Optuna study, and a resume of the
+    finished sweep reads both experiments without running anything again."""
+    from sslsweep.search import tuner as tuner_mod
+    from sslsweep.search.sweep import resume_sweep
+
+    real = tuner_mod.search_tuner
+    calls: list[tuple[str | None, int | None]] = []
+
+    def short_first(*args, name=None, num_samples=None, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append((name, num_samples))
+        return real(*args, name=name, num_samples=1 if name == "search-rotation" else num_samples, **kw)
+
+    monkeypatch.setattr(tuner_mod, "search_tuner", short_first)
+    cfg, raw = compose_cfg("experiment=smoke", "method=[rotation]", f"storage={tmp_path}", "search.num_samples=3",
+                           "search.max_epochs=1", "dataset.max_images=200", "confirm.seeds=1")
+    root = Path(run_sweep(cfg, raw))
+    assert calls == [("search-rotation", None), ("search-rotation-more", 2)]
+    trials = pd.read_parquet(root / "trials.parquet")
+    assert trials["trial_id"].nunique() == 3
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(root / "optuna" / "rotation.journal")))
+    study = optuna.load_study(study_name="rotation", storage=storage)
+    assert len(study.trials) == 3 and all(t.state.is_finished() for t in study.trials)
+    # a resume of the finished sweep rebuilds the same table from both experiments, training nothing
+    calls.clear()
+    resume_sweep(str(root))
+    assert calls == []
+    again = pd.read_parquet(root / "trials.parquet")
+    assert set(again["trial_id"]) == set(trials["trial_id"]) and len(again) == len(trials)

@@ -214,3 +214,39 @@ def test_unreachable_cluster_is_one_line(no_ray_env: Path, capsys: pytest.Captur
         jobs.jobs_main(["status", "x", "--address", f"http://127.0.0.1:{port}"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "cannot reach the Ray dashboard" in err and len(err.strip().splitlines()) == 1
+
+
+class _FakeJobClient:
+    """The parts of Ray's JobSubmissionClient that ``_follow`` uses; its log stream ends early
+    (as Ray's websocket can) or breaks, without the job's last lines."""
+
+    def __init__(self, logs: str, streamed: list[str], breaks: bool = False) -> None:
+        self.logs, self.streamed, self.breaks = logs, streamed, breaks
+
+    async def tail_job_logs(self, job_id: str):  # noqa: ANN201
+        for chunk in self.streamed:
+            yield chunk
+        if self.breaks:
+            raise ConnectionResetError("websocket closed")
+
+    def get_job_logs(self, job_id: str) -> str:
+        return self.logs
+
+    def get_job_status(self, job_id: str) -> str:
+        return "SUCCEEDED"
+
+    def get_job_info(self, job_id: str) -> Any:
+        return type("Info", (), {"message": None})()
+
+
+@pytest.mark.parametrize("breaks", [False, True])
+def test_follow_prints_every_log_line_once_even_when_the_stream_ends_early(
+        breaks: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """--follow ends with the job's complete log, each line once: what the stream missed (the
+    driver's last line, `sweep finished: ...`) is fetched when the job is done."""
+    logs = "starting\nsearching\nsweep finished: /tmp/s\n"
+    client = _FakeJobClient(logs, ["starting\n", "searching\n"], breaks=breaks)
+    assert jobs._follow(client, "job-1", "http://127.0.0.1:1") == 0
+    out = capsys.readouterr()
+    assert out.out == logs
+    assert "job job-1: SUCCEEDED" in out.err
