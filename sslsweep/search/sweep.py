@@ -172,9 +172,8 @@ class Sweep:
 
     def _search(self, trainable: Any) -> None:
         from sslsweep.search.searcher import fail_orphaned_trials
-        from sslsweep.search.tuner import journal_storage, restore_or_new, search_tuner
+        from sslsweep.search.tuner import journal_storage
 
-        tune_root = self.st.child_uri("tune")
         phase = self.manifest["phases"].setdefault("search", {"started": _now()})
         all_rows: list[dict[str, Any]] = []
         for method in self.cfg.methods:
@@ -183,25 +182,7 @@ class Sweep:
                 self.st.download(f"optuna/{method.name}.journal", journal)
             t0 = time.time()
             done = method.name in self.manifest["progress"]["searched"]
-
-            def fit(name: str, num_samples: int | None = None, m: Any = method, j: Path = journal,
-                    done: bool = done) -> list[Any]:
-                """The results of the experiment ``name``: run (or resumed) unless already searched."""
-                from ray import tune
-
-                if done and not tune.Tuner.can_restore(f"{tune_root}/{name}"):
-                    return []
-                tuner = restore_or_new(f"{tune_root}/{name}", trainable, self.cfg.resources,
-                                       lambda: search_tuner(trainable, m, self.cfg.search, self.cfg.resources,
-                                                            metric=self.metric, seed=self.cfg.seed,
-                                                            storage_path=tune_root, journal=j, name=name,
-                                                            num_samples=num_samples),
-                                       # Tune's saved state drops param_space: give it back for a plain run
-                                       param_space=None if m.searched else
-                                       {"method": m.name, "seed": self.cfg.seed, **m.fixed})
-                return list(tuner.get_results() if done else tuner.fit())
-
-            grid = fit(f"search-{method.name}")
+            grid = self._fit_search(trainable, method, journal, f"search-{method.name}", done=done)
             missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
             if missing > 0:
                 # a restored experiment can come back with fewer trials than it was given (Tune's
@@ -209,7 +190,8 @@ class Sweep:
                 # missing ones in the same Optuna study, so every method keeps the same budget
                 log.warning("%s: the search ended with %d of %d trials; running the %d missing",
                             method.name, len(grid), self.cfg.search.num_samples, missing)
-                grid += fit(f"search-{method.name}-more", missing)
+                grid += self._fit_search(trainable, method, journal, f"search-{method.name}-more", done=done,
+                                         num_samples=missing)
             if method.searched and journal.exists():
                 closed = fail_orphaned_trials(journal_storage(journal), method.name)
                 if closed:
@@ -231,6 +213,27 @@ class Sweep:
         phase["finished"] = _now()
         phase["wall_s"] = sum(v.get("search_wall_s", 0.0) for v in self.manifest["cost"].values())
         self.trials = pd.DataFrame(all_rows)
+
+    def _fit_search(self, trainable: Any, method: Any, journal: Path, name: str, *, done: bool,
+                    num_samples: int | None = None) -> list[Any]:
+        """The results of the search experiment ``name`` of ``method``: run, or resumed where an
+        earlier driver left it; read only if the method was already searched (none if it never ran)."""
+        from ray import tune
+
+        from sslsweep.search.tuner import restore_or_new, search_tuner
+
+        path = f"{self.st.child_uri('tune')}/{name}"
+        if done and not tune.Tuner.can_restore(path):
+            return []
+        tuner = restore_or_new(path, trainable, self.cfg.resources,
+                               lambda: search_tuner(trainable, method, self.cfg.search, self.cfg.resources,
+                                                    metric=self.metric, seed=self.cfg.seed,
+                                                    storage_path=self.st.child_uri("tune"), journal=journal,
+                                                    name=name, num_samples=num_samples),
+                               # Tune's saved state drops param_space: give it back for a plain run
+                               param_space=None if method.searched else
+                               {"method": method.name, "seed": self.cfg.seed, **method.fixed})
+        return list(tuner.get_results() if done else tuner.fit())
 
     def _confirm(self, trainable: Any) -> None:
         from ray import tune

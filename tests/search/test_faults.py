@@ -126,12 +126,12 @@ def _driver(args: list[str], **kw) -> subprocess.Popen:  # noqa: ANN003
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env, **kw)
 
 
-def _wait_for(pred, proc: subprocess.Popen, timeout: float = 240) -> None:  # noqa: ANN001
+def _wait_for(pred, proc: subprocess.Popen, timeout: float = 240, poll_s: float = 0.5) -> None:  # noqa: ANN001
     t0 = time.time()
     while not pred():
         assert proc.poll() is None, f"driver ended early: {proc.stdout.read()[-3000:]}"
         assert time.time() - t0 < timeout, "timed out waiting for the driver"
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
 def _kill_driver(proc: subprocess.Popen) -> None:
@@ -193,6 +193,27 @@ def test_driver_killed_during_search_and_confirm_resumes_to_the_same_result(tmp_
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["finished"] and manifest["progress"]["confirmed"] and (root / "report.html").exists()
     print(f"resume (two kills, two resumes) took {resume_s:.0f} s")
+
+
+def test_driver_killed_as_a_search_starts_resumes_with_every_trial(tmp_path: Path) -> None:
+    """SIGKILL the driver the moment rotation's experiment appears: Tune's snapshot can then count
+    trials its trial list does not hold, and the restored search ends short. After the resume every
+    method still has num_samples trials, each once, and Optuna holds no trial left RUNNING."""
+    overrides = ["experiment=smoke", "method=[simclr,rotation]", f"storage={tmp_path}", "search.num_samples=3",
+                 "search.max_epochs=3", "search.grace_period=1", "dataset.max_images=400", "confirm.seeds=1"]
+    proc = _driver(["sweep", *overrides])
+    _wait_for(lambda: any(tmp_path.glob("*/tune/search-rotation")), proc, poll_s=0.05)
+    _kill_driver(proc)
+    root = next(tmp_path.glob("*/manifest.json")).parent
+    out = _finish(["resume", str(root)])
+    trials = pd.read_parquet(root / "trials.parquet")
+    assert trials.groupby("method")["trial_id"].nunique().to_dict() == {"rotation": 3, "simclr": 3}
+    assert not trials.duplicated(["trial_id", "epoch"]).any()
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(root / "optuna" / "rotation.journal")))
+    study = optuna.load_study(study_name="rotation", storage=storage)
+    assert all(t.state.is_finished() for t in study.trials)
+    print("topped up" if "missing" in out else "the restored search was not short this time")
 
 
 def test_diverging_method_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
