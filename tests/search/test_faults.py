@@ -135,7 +135,11 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 240, poll_s: float 
 
 
 def _kill_driver(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started (fate-shared)
+    assert proc.poll() is None, f"the driver ended before it could be killed: {proc.stdout.read()[-3000:]}"
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started (fate-shared)
+    except ProcessLookupError:  # it ended between the check and the kill
+        pass
     proc.wait(timeout=30)
 
 

@@ -151,12 +151,13 @@ def test_sweep_on_s3_survives_a_killed_driver_and_reports(s3_server: S3Server, r
     env = clean_env(**s3.env(), RAY_TMPDIR=str(ray_tmp), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     runs = s3.uri("runs")
     log = ray_tmp / "first-run.log"  # a file, not a pipe nobody reads while we poll
-    p = subprocess.Popen([sys.executable, "-m", "sslsweep.cli", "sweep", *SWEEP,
+    # confirm.epochs=3: a confirm phase long enough for the poll below to catch it running
+    p = subprocess.Popen([sys.executable, "-m", "sslsweep.cli", "sweep", *SWEEP, "confirm.epochs=3",
                           f"dataset.path={s3.uri('data', 'digits')}", f"storage={runs}"],
                          env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     sweep_id = None
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 400
         while time.monotonic() < deadline and p.poll() is None:
             ids = {k.split("/")[1] for k in listing(s3, "runs") if k.endswith("/manifest.json")}
             if ids:
