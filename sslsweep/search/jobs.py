@@ -248,7 +248,11 @@ def _follow(c: Any, job_id: str, url: str) -> int:
             return 130
         status = _wait_terminal(c, job_id)
         # the log stream can end before the job's last lines arrive: print whatever it missed
-        print(c.get_job_logs(job_id)[shown[0]:], end="", flush=True)
+        # (best effort: the job's status below matters more than its last lines)
+        try:
+            print(c.get_job_logs(job_id)[shown[0]:], end="", flush=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. the node holding the log is gone
+            print(f"(could not fetch the rest of the job's log: {_first_line(exc)})", file=sys.stderr)
         info = c.get_job_info(job_id)
     print(f"job {job_id}: {status}" + (f" ({info.message})" if info.message and status != "SUCCEEDED" else ""),
           file=sys.stderr)

@@ -183,15 +183,21 @@ class Sweep:
             t0 = time.time()
             done = method.name in self.manifest["progress"]["searched"]
             grid = self._fit_search(trainable, method, journal, f"search-{method.name}", done=done)
-            missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
-            if missing > 0:
-                # a restored experiment can come back with fewer trials than it was given (Tune's
-                # searcher snapshot counted trials its trial list did not hold yet): run the
-                # missing ones in the same Optuna study, so every method keeps the same budget
-                log.warning("%s: the search ended with %d of %d trials; running the %d missing",
-                            method.name, len(grid), self.cfg.search.num_samples, missing)
-                grid += self._fit_search(trainable, method, journal, f"search-{method.name}-more", done=done,
-                                         num_samples=missing)
+            # A restored experiment can come back with fewer trials than it was given (Tune's
+            # searcher snapshot counted trials its trial list did not hold yet): run the missing
+            # ones in the same Optuna study, so every method keeps the same budget. A top-up can
+            # be cut short the same way, hence a few rounds.
+            for top_up in range(1, MAX_TOP_UPS + 1):
+                missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
+                if missing <= 0:
+                    break
+                if not done:
+                    log.warning("%s: the search ended with %d of %d trials; running the %d missing",
+                                method.name, len(grid), self.cfg.search.num_samples, missing)
+                history = _history(trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs,
+                                              grid), self.metric)
+                grid += self._fit_search(trainable, method, journal, _top_up_name(method.name, top_up), done=done,
+                                         num_samples=missing, top_up=top_up, history=history)
             if method.searched and journal.exists():
                 closed = fail_orphaned_trials(journal_storage(journal), method.name)
                 if closed:
@@ -215,7 +221,8 @@ class Sweep:
         self.trials = pd.DataFrame(all_rows)
 
     def _fit_search(self, trainable: Any, method: Any, journal: Path, name: str, *, done: bool,
-                    num_samples: int | None = None) -> list[Any]:
+                    num_samples: int | None = None, top_up: int = 0,
+                    history: list[tuple[str, list[dict[str, Any]]]] | None = None) -> list[Any]:
         """The results of the search experiment ``name`` of ``method``: run, or resumed where an
         earlier driver left it; read only if the method was already searched (none if it never ran)."""
         from ray import tune
@@ -229,7 +236,8 @@ class Sweep:
                                lambda: search_tuner(trainable, method, self.cfg.search, self.cfg.resources,
                                                     metric=self.metric, seed=self.cfg.seed,
                                                     storage_path=self.st.child_uri("tune"), journal=journal,
-                                                    name=name, num_samples=num_samples),
+                                                    name=name, num_samples=num_samples, top_up=top_up,
+                                                    history=history or ()),
                                # Tune's saved state drops param_space: give it back for a plain run
                                param_space=None if method.searched else
                                {"method": method.name, "seed": self.cfg.seed, **method.fixed})
@@ -293,6 +301,23 @@ class Sweep:
         build_report([self.st.uri])
         self.manifest["progress"]["reported"] = True
         self.save_manifest()
+
+
+MAX_TOP_UPS = 3  # rounds of topping up a search that a crash left short
+
+
+def _top_up_name(method: str, top_up: int) -> str:
+    """The experiment of a method's ``top_up``-th top-up: ``search-<method>-more``, then ``-more2``, ..."""
+    return f"search-{method}-more" + (str(top_up) if top_up > 1 else "")
+
+
+def _history(rows: list[dict[str, Any]], metric: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Per trial, its reported (epoch, metric) in epoch order: what ASHA saw of it."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: (r["trial_id"], r["epoch"])):
+        if r.get("metric") is not None and r["epoch"] > 0:
+            by_trial.setdefault(r["trial_id"], []).append({"epoch": r["epoch"], metric: r["metric"]})
+    return list(by_trial.items())
 
 
 def run_sweep(cfg: SweepConfig, raw: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
 
 import optuna
 from ray import tune
@@ -33,12 +34,40 @@ def sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.n_startup_trials)
 
 
-def scheduler(search: SearchConfig) -> Any:
-    """ASHA on the ``epoch`` resource (Li et al. 2020), or no early stopping."""
+class ASHAWithHistory(ASHAScheduler):
+    """ASHA whose rungs start filled with the results of trials from an earlier experiment of the
+    same search, so trials added later (a top-up after a crash) compete with them at every rung
+    instead of with each other alone.
+
+    Args:
+        history: per earlier trial, ``(trial_id, results)`` with each result a dict holding the
+            ``time_attr`` and the metric, in the order they were reported.
+        **kwargs: passed to :class:`ASHAScheduler`.
+    """
+
+    def __init__(self, *, history: Sequence[tuple[str, list[dict[str, Any]]]] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._history = list(history)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        # replayed on the first trial: only then are metric and mode known (Tune sets them)
+        history, self._history = self._history, []
+        for trial_id, results in history:
+            past = SimpleNamespace(trial_id=trial_id)
+            super().on_trial_add(tune_controller, past)
+            for result in results:
+                super().on_trial_result(tune_controller, past, result)
+            super().on_trial_remove(tune_controller, past)
+        super().on_trial_add(tune_controller, trial)
+
+
+def scheduler(search: SearchConfig, history: Sequence[tuple[str, list[dict[str, Any]]]] = ()) -> Any:
+    """ASHA on the ``epoch`` resource (Li et al. 2020), its rungs filled with ``history`` (see
+    :class:`ASHAWithHistory`), or no early stopping."""
     if search.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=search.max_epochs, grace_period=search.grace_period,
-                         reduction_factor=search.reduction_factor)
+    return ASHAWithHistory(time_attr="epoch", max_t=search.max_epochs, grace_period=search.grace_period,
+                           reduction_factor=search.reduction_factor, history=history)
 
 
 def run_config(name: str, storage_path: str, max_failures: int) -> tune.RunConfig:
@@ -53,21 +82,27 @@ def run_config(name: str, storage_path: str, max_failures: int) -> tune.RunConfi
 
 def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: SearchConfig, res: ResourcesConfig,
                  *, metric: str, seed: int, storage_path: str, journal: Path, name: str | None = None,
-                 num_samples: int | None = None) -> tune.Tuner:
+                 num_samples: int | None = None, top_up: int = 0,
+                 history: Sequence[tuple[str, list[dict[str, Any]]]] = ()) -> tune.Tuner:
     """The Tuner searching one method: its own seeded Optuna study (persisted in ``journal``),
     its own ASHA rungs, ``num_samples`` trials (default ``search.num_samples``; one for a method
-    with nothing to search), in the experiment ``name`` (default ``search-<method>``)."""
+    with nothing to search), in the experiment ``name`` (default ``search-<method>``).
+
+    A top-up of a search that ended short (``top_up`` >= 1, counting top-ups) continues the same
+    study with a sampler seeded ``seed + top_up`` (the same seed would draw the first experiment's
+    configurations again) and ASHA rungs filled with the earlier trials' results (``history``)."""
     searched = bool(method.searched)
     alg: Any = None
     if searched:
         alg = HonestOptunaSearch(space=DefineByRun(method, seed), metric=metric, mode="max",
-                                 sampler=sampler(search, seed), seed=seed, storage=journal_storage(journal),
-                                 study_name=method.name, max_epochs=search.max_epochs)
+                                 sampler=sampler(search, seed + top_up), seed=seed + top_up,
+                                 storage=journal_storage(journal), study_name=method.name,
+                                 max_epochs=search.max_epochs)
     param_space = None if searched else {"method": method.name, "seed": seed, **method.fixed}
     return tune.Tuner(
         tune.with_resources(trainable, resources(res)),
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=alg, scheduler=scheduler(search),
+        tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=alg, scheduler=scheduler(search, history),
                                     num_samples=(num_samples or search.num_samples) if searched else 1,
                                     reuse_actors=True, max_concurrent_trials=search.max_concurrent or None),
         run_config=run_config(name or f"search-{method.name}", storage_path, search.max_failures),

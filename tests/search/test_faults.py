@@ -244,8 +244,8 @@ def test_a_search_that_ends_with_fewer_trials_is_topped_up_in_the_same_study(ray
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A method's experiment that comes back with fewer trials than num_samples (what a restored
     experiment can do after a driver crash; here its Tuner is simply given one trial) is topped up:
-    the method ends with num_samples trials, all in its one Optuna study, and a resume of the
-    finished sweep reads both experiments without running anything again."""
+    the method ends with num_samples trials, all different configurations, all in its one Optuna
+    study, and a resume of the finished sweep reads both experiments without running anything again."""
     from sslsweep.search import tuner as tuner_mod
     from sslsweep.search.sweep import resume_sweep
 
@@ -257,12 +257,16 @@ def test_a_search_that_ends_with_fewer_trials_is_topped_up_in_the_same_study(ray
         return real(*args, name=name, num_samples=1 if name == "search-rotation" else num_samples, **kw)
 
     monkeypatch.setattr(tuner_mod, "search_tuner", short_first)
+    # random search: a top-up sampler with the first one's seed would draw its configuration again
     cfg, raw = compose_cfg("experiment=smoke", "method=[rotation]", f"storage={tmp_path}", "search.num_samples=3",
-                           "search.max_epochs=1", "dataset.max_images=200", "confirm.seeds=1")
+                           "search.max_epochs=1", "dataset.max_images=200", "confirm.seeds=1",
+                           "search.searcher=random")
     root = Path(run_sweep(cfg, raw))
     assert calls == [("search-rotation", None), ("search-rotation-more", 2)]
     trials = pd.read_parquet(root / "trials.parquet")
     assert trials["trial_id"].nunique() == 3
+    hps = trials.groupby("trial_id")[["hp_lr", "hp_weight_decay"]].first()
+    assert not hps.duplicated().any(), f"the top-up re-ran a configuration:\n{hps}"
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(root / "optuna" / "rotation.journal")))
     study = optuna.load_study(study_name="rotation", storage=storage)

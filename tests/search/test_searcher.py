@@ -130,3 +130,25 @@ def test_trials_asked_but_never_run_are_closed_as_fail(tmp_path) -> None:  # noq
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert "never run" in trials[1].user_attrs["error"]
     assert fail_orphaned_trials(journal_storage(tmp_path / "study.log"), "rotation") == 0
+
+
+@pytest.mark.parametrize("with_history, action", [(True, "STOP"), (False, "CONTINUE")])
+def test_asha_with_history_makes_a_later_trial_compete_with_the_earlier_ones(with_history: bool,
+                                                                               action: str) -> None:
+    """A top-up's ASHA starts with the earlier trials' rung values: a new trial scoring below the
+    top third of them at the first rung is stopped; with empty rungs the same trial goes on
+    (a lone trial's cutoff is its own score)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from sslsweep.search.tuner import ASHAWithHistory
+
+    history = [(t, [{"epoch": 1, "acc": v}, {"epoch": 3, "acc": v + 0.01}])
+               for t, v in [("a", 0.90), ("b", 0.80), ("c", 0.85)]]
+    asha = ASHAWithHistory(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3,
+                           history=history if with_history else ())
+    asha.set_search_properties("acc", "max")
+    new = SimpleNamespace(trial_id="new")
+    asha.on_trial_add(None, new)
+    assert asha.on_trial_result(None, new, {"epoch": 1, "acc": 0.82}) == getattr(TrialScheduler, action)
