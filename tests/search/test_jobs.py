@@ -69,6 +69,9 @@ def test_jobs_status_and_stop(ray_cluster: RayCluster, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     job_id = r.stdout.strip()
     assert f"sslsweep jobs stop {job_id}" in r.stderr
+    deadline = time.monotonic() + 90  # stop a running job (a PENDING one may end FAILED, not STOPPED)
+    while ray_cluster.get(f"/api/jobs/{job_id}")["status"] == "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.5)
     stop = sslsweep(["jobs", "stop", job_id, "--address", ray_cluster.dashboard_url], ray_cluster.env(), 60)
     assert stop.returncode == 0 and job_id in stop.stdout
     deadline, status = time.monotonic() + 90, ""
