@@ -191,11 +191,12 @@ class Sweep:
                 missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
                 if missing <= 0:
                     break
+                history = []  # an already searched method only reads its top-ups back
                 if not done:
                     log.warning("%s: the search ended with %d of %d trials; running the %d missing",
                                 method.name, len(grid), self.cfg.search.num_samples, missing)
-                history = _history(trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs,
-                                              grid), self.metric)
+                    history = _history(trial_rows(self.manifest["sweep_id"], self.metric,
+                                                  self.cfg.search.max_epochs, grid), self.metric)
                 grid += self._fit_search(trainable, method, journal, _top_up_name(method.name, top_up), done=done,
                                          num_samples=missing, top_up=top_up, history=history)
             if method.searched and journal.exists():
