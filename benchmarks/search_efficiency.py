@@ -7,9 +7,12 @@ Method (in-process Optuna; Ray Tune sweeps of 5 seeds x 2 strategies are too slo
   ``sslsweep.search.spaces.DefineByRun``, as a sweep does) on scikit-learn's digits (the embedded
   default, 8x8) with the small CNN, and every trial runs the project's own functions:
   ``make_pretrainer`` + ``train_one_epoch`` per epoch and ``selection_metric`` (kNN top-1 on the
-  validation split) reported after every epoch. Each trial's init seed is the study's seed, as in
-  a sweep (``DefineByRun`` gives every trial the search seed). The two strategies are independent
-  sweeps: seed s for random search, seed 100 + s for TPE + ASHA.
+  validation split) reported after every epoch. As in a sweep (``DefineByRun`` gives every trial
+  the search seed), all trials of a study share one init seed; it is s in both strategies (common
+  random numbers: the init seed moves a configuration's final score by more than the top
+  configurations differ, see RESULTS.md), while the samplers are seeded s (random) and 100 + s
+  (TPE, so its random start-up trials do not replay random search's first configurations).
+  ``--init-seed per-study`` gives the TPE study's trials init seed 100 + s (the earlier runs).
 * **random**: ``RandomSampler(seed)``, no early stopping, ``num_samples`` trials of ``max_epochs``
   epochs (the full budget B = num_samples x max_epochs epochs). Its best score R is the best final
   validation score of its trials (the project's ``best_trials`` rule: completed trials, last value).
@@ -25,7 +28,7 @@ Method (in-process Optuna; Ray Tune sweeps of 5 seeds x 2 strategies are too slo
 Ratio = those epochs / B, median over the seeds (not reached within B counts as > 1). Target <= 1/3.
 The seeds' studies run in ``--jobs`` processes with one thread each.
 
-    python benchmarks/search_efficiency.py            # 5 seeds: ~13 min on 2 busy cores
+    python benchmarks/search_efficiency.py            # 5 seeds: ~2 min idle, ~13 min on 2 busy cores
     python benchmarks/search_efficiency.py --smoke    # 2 seeds, tiny budget
 """
 
@@ -75,7 +78,8 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
     rt = Runtime.resolve(cfg.trainer, 1)
     dd = DeviceData.put(data, rt.device)
     pool = dd.pool()
-    space = DefineByRun(method, seed)
+    # the trials' init seed (weights, augmentation stream): the study's seed unless the job names one
+    space = DefineByRun(method, job.get("train_seed", seed))
     if strategy == "random":
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     else:
@@ -134,6 +138,7 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed ... first-seed + seeds - 1")
     p.add_argument("--num-samples", type=int, default=12, help="random search trials (default 12)")
     p.add_argument("--max-epochs", type=int, default=9, help="full budget of a trial (default 9)")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA grace period (default 1)")
@@ -141,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-startup", type=int, default=3, help="TPE random start-up trials (default 3)")
     p.add_argument("--smooth", type=int, default=1,
                    help="score = mean of the last K validation readings (default 1: the last one)")
+    p.add_argument("--init-seed", choices=("shared", "per-study"), default="shared",
+                   help="the trials' init seed: shared = seed s in both strategies (default; only the search "
+                        "differs), per-study = each study's own seed (s and 100 + s; the first sessions' runs)")
     p.add_argument("--width", type=int, default=8, help="small_cnn width (default 8)")
     p.add_argument("--jobs", type=int, default=2, help="studies in parallel, one thread each (default 2)")
     p.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
@@ -157,18 +165,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"search_efficiency (in-process Optuna, not Ray): digits, small_cnn width {args.width}; random: "
           f"{args.num_samples} trials x {args.max_epochs} epochs = {budget} epochs; TPE (n_startup {args.n_startup}) + "
           f"successive halving (grace {args.grace_period}, rf {args.reduction_factor}) until it matches random's best "
-          f"final score or spends {budget} epochs; {args.seeds} seeds", flush=True)
+          f"final score or spends {budget} epochs; {args.seeds} seeds; trials' init seed: {args.init_seed}", flush=True)
     t0 = time.time()
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as ex:
+        shared = args.init_seed == "shared"
         rand = list(ex.map(run_study, [{"cfg": cfg, "seed": s, "strategy": "random", "budget_epochs": budget,
-                                        "smooth": args.smooth}
-                                       for s in range(args.seeds)]))
+                                        "smooth": args.smooth, **({"train_seed": s} if shared else {})}
+                                       for s in range(args.first_seed, args.first_seed + args.seeds)]))
         for r in rand:
             print(f"  seed {r['seed']}: random best final {r['best_final']:.4f} ({r['epochs']} epochs, "
                   f"{r['seconds']:.0f} s)", flush=True)
         tpe = list(ex.map(run_study, [{"cfg": cfg, "seed": r["seed"], "strategy": "tpe_asha", "budget_epochs": budget,
-                                       "target": r["best_final"], "smooth": args.smooth} for r in rand]))
+                                       "target": r["best_final"], "smooth": args.smooth,
+                                       **({"train_seed": r["seed"]} if shared else {})} for r in rand]))
     per_seed = []
     for r, t in zip(rand, tpe):
         ratio = (t["reach_final_epochs"] / budget) if t["reach_final_epochs"] else math.inf
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "selection_metric on digits",
                  "num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
                  "reduction_factor": args.reduction_factor, "n_startup_trials": args.n_startup, "width": args.width,
-                 "smooth": args.smooth,
+                 "smooth": args.smooth, "init_seed": args.init_seed,
                  "budget_epochs": budget, "seeds": per_seed, "median_ratio": _fin(med),
                  "median_ratio_any_report": _fin(med_any), "median_ratio_within_one_val_image": _fin(med_loose),
                  "target": round(1 / 3, 4), "target_met": met,
