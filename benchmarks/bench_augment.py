@@ -8,6 +8,7 @@ data already there (the sslsweep setup, DESIGN.md "Speed").
 
     python benchmarks/bench_augment.py                       # defaults: < 60 s on 2 CPU cores
     python benchmarks/bench_augment.py --device cuda --n 50000 --batch 512 --workers 14
+    python benchmarks/bench_augment.py --libraries   # + torchvision v2 on device tensors, kornia
 
 Prints the hardware, both rates and their ratio, then one JSON line with the results.
 """
@@ -142,6 +143,73 @@ def bench_batch_augment(images: torch.Tensor, args: argparse.Namespace, device: 
             return count / elapsed
 
 
+def _batched_rate(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int, device: torch.device,
+                  min_s: float = 0.5) -> float:
+    """Views/s of ``fn`` applied batch by batch to ``x`` (already on ``device``); whole passes until >= min_s."""
+    for _ in range(2):  # warm-up: kernels, allocator
+        fn(x[:batch])
+    sync(device)
+    start = time.perf_counter()
+    count = 0
+    while True:
+        for i in range(0, x.shape[0], batch):
+            count += fn(x[i : i + batch]).shape[0]
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_s:
+            return count / elapsed
+
+
+def library_alternatives(images: torch.Tensor, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Views/s of BatchAugment and of the libraries the issue asks to prefer, on the same device and
+    data, in ``args.rounds`` interleaved rounds (median per candidate; load on a shared machine
+    drifts, so side-by-side rounds give a fairer ratio than one run after another).
+
+    * torchvision v2 ops on device tensors, one image at a time: the v2 transforms draw one set of
+      random parameters per call, so per-sample parameters (what SimCLR needs) mean one call per image.
+    * torchvision v2 on the whole batch in one call: fast, but every image of the batch gets the
+      *same* crop, flip and jitter - not the augmentation SimCLR needs; shown as the upper bound of
+      what batching v2 could give.
+    * kornia's ``AugmentationSequential`` (per-sample parameters, batched), when kornia is installed
+      (it is not a dependency of sslsweep).
+    """
+    x = images.to(device)
+    ref = simclr_v2(args.strength)
+    aug = BatchAugment(AugmentConfig(size=SIZE, strength=args.strength))
+    generator = torch.Generator(device=device).manual_seed(0)
+    n_loop = min(x.shape[0], 1024)  # one call per image is slow: fewer images are enough to time it
+    candidates: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]] = {
+        "BatchAugment (sslsweep)": (lambda b: aug(b, generator), x),
+        "torchvision v2 on device, per image": (lambda b: torch.stack([ref(img) for img in b]), x[:n_loop]),
+        "torchvision v2 on device, one draw per batch (not per-sample)": (ref, x),
+    }
+    try:
+        import kornia.augmentation as K
+    except ImportError:
+        print("kornia is not installed: its figure is skipped (pip install kornia)")
+    else:
+        s = args.strength
+        kaug = K.AugmentationSequential(
+            K.RandomResizedCrop((SIZE, SIZE), scale=(0.2, 1.0)),
+            K.RandomHorizontalFlip(),
+            K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8),
+            K.RandomGrayscale(p=0.2),
+        ).to(device)
+        candidates[f"kornia {_version('kornia')} AugmentationSequential, per-sample"] = (
+            lambda b: kaug(b.float().div_(255)), x)
+    rates: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(args.rounds):
+        for name, (fn, data) in candidates.items():
+            rates[name].append(_batched_rate(fn, data, args.batch, device))
+    return {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+
+
+def _version(module: str) -> str:
+    import importlib
+
+    return getattr(importlib.import_module(module), "__version__", "?")
+
+
 def time_per_call(fn: Callable[[], object], device: torch.device, repeats: int = 20) -> float:
     """Milliseconds per call of ``fn`` after a warm-up, waiting for the device at both ends."""
     for _ in range(3):
@@ -187,6 +255,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     parser.add_argument("--strength", type=float, default=0.5, help="colour distortion strength s")
     parser.add_argument("--stages", action="store_true", help="also time each stage of BatchAugment")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --libraries (default 5)")
+    parser.add_argument("--libraries", action="store_true",
+                        help="also time torchvision v2 on device tensors and kornia (if installed) on --device")
     args = parser.parse_args(argv)
     for name in ("n", "batch"):
         if getattr(args, name) < 1:
@@ -206,6 +277,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ref = bench_torchvision(images, args, device)
     print(f"{f'torchvision v2 per image, {args.workers} workers':<45} {ref:12,.0f} views/s")
     print(f"ratio: {ours / ref:.1f}x")
+    libs = library_alternatives(images, args, device) if args.libraries else None
+    if libs is not None:
+        mine = libs["BatchAugment (sslsweep)"]
+        print(f"side by side, median of {args.rounds} interleaved rounds:")
+        for name, rate in libs.items():
+            print(f"  {name:<62} {rate:10,.0f} views/s  (BatchAugment / this: {mine / rate:.2f}x)")
     stages = stage_times(images, args, device) if args.stages else None
     if stages is not None:
         print(f"ms per batch of {args.batch}: {stages}")
@@ -227,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     if stages is not None:
         result["stage_ms_per_batch"] = stages
+    if libs is not None:
+        result["library_views_per_s"] = {k: round(v, 1) for k, v in libs.items()}
     print(json.dumps(result))
     return result
 

@@ -8,10 +8,11 @@
 #   .gpu/gpu_anchor.py                  a copy of ../shared/tools/gpu_anchor.py (the bare reference)
 #   .gpu/site/                          pure-Python packages the GPU image lacks (omegaconf, antlr4),
 #                                       put on PYTHONPATH
+#   .gpu/wheels/ (optional)             kornia + kornia_rs wheels for the GPU's Python, for section 6
 # Sections, in order of importance, each under its own `timeout`; a section that would not fit in
 # what is left of BUDGET_S is skipped (and says so):
 #   throughput (+ bench_augment in-process), e2e_gpu, packing, anchor subset (same machine, bare
-#   reference), throughput with trainer.compile=true.
+#   reference), throughput with trainer.compile=true, augmentation libraries.
 # Each writes its JSON into $OUT; the log goes to $OUT/run_gpu.log.
 set -u
 OUT=${OUT:-/tmp/bench-out}
@@ -86,4 +87,13 @@ EOF
 # 5. trainer.compile=true (first steps compile for tens of seconds)
 section throughput_compile 120 $PY benchmarks/throughput.py --device cuda --compile --configs resnet18:512 \
     --cudnn-benchmark off --rounds 3 --skip-augment --json throughput_compile.json
+# 6. BatchAugment vs the libraries the issue asks to prefer, batched on the GPU: torchvision v2 on
+#    device tensors (per image; one draw per batch) and kornia (installed from .gpu/wheels/ when there)
+if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
+    $PY -m pip install --quiet --no-index --no-deps --target /tmp/gpu-wheels .gpu/wheels/*.whl \
+        && export PYTHONPATH="/tmp/gpu-wheels:$PYTHONPATH"
+fi
+section augment_libraries 60 $PY benchmarks/bench_augment.py --device cuda --libraries --n 8192 --batch 512 \
+    --workers 0 --rounds 3
+
 echo "=== done in ${SECONDS}s; files:"; ls -la "$OUT"
