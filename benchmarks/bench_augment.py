@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -170,8 +171,10 @@ def library_alternatives(images: torch.Tensor, args: argparse.Namespace, device:
     * torchvision v2 on the whole batch in one call: fast, but every image of the batch gets the
       *same* crop, flip and jitter - not the augmentation SimCLR needs; shown as the upper bound of
       what batching v2 could give.
-    * kornia's ``AugmentationSequential`` (per-sample parameters, batched), when kornia is installed
-      (it is not a dependency of sslsweep).
+    * kornia's ``AugmentationSequential`` (per-sample crop, flip, jitter factors and coins, batched),
+      when kornia is installed (it is not a dependency of sslsweep). One difference: kornia's
+      ``ColorJitter`` draws one order of the four jitter ops per call, BatchAugment and torchvision
+      one per image.
     """
     x = images.to(device)
     ref = simclr_v2(args.strength)
@@ -190,7 +193,8 @@ def library_alternatives(images: torch.Tensor, args: argparse.Namespace, device:
     else:
         s = args.strength
         kaug = K.AugmentationSequential(
-            K.RandomResizedCrop((SIZE, SIZE), scale=(0.2, 1.0)),
+            K.RandomResizedCrop((SIZE, SIZE), scale=(0.2, 1.0), cropping_mode="resample"),  # batched; faster
+            #   than the default "slice" here (7.7k vs 6.1k views/s on 2 CPU cores)
             K.RandomHorizontalFlip(),
             K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8),
             K.RandomGrayscale(p=0.2),
@@ -201,7 +205,7 @@ def library_alternatives(images: torch.Tensor, args: argparse.Namespace, device:
     for _ in range(args.rounds):
         for name, (fn, data) in candidates.items():
             rates[name].append(_batched_rate(fn, data, args.batch, device))
-    return {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def _version(module: str) -> str:
@@ -255,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     parser.add_argument("--strength", type=float, default=0.5, help="colour distortion strength s")
     parser.add_argument("--stages", action="store_true", help="also time each stage of BatchAugment")
+    parser.add_argument("--json", default=None, help="also write the JSON line to $OUT/<name> when $OUT is set")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --libraries (default 5)")
     parser.add_argument("--libraries", action="store_true",
                         help="also time torchvision v2 on device tensors and kornia (if installed) on --device")
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if libs is not None:
         result["library_views_per_s"] = {k: round(v, 1) for k, v in libs.items()}
     print(json.dumps(result))
+    if args.json and os.environ.get("OUT"):
+        Path(os.environ["OUT"]).mkdir(parents=True, exist_ok=True)
+        (Path(os.environ["OUT"]) / args.json).write_text(json.dumps(result) + "\n")
     return result
 
 

@@ -8,11 +8,12 @@
 #   .gpu/gpu_anchor.py                  a copy of ../shared/tools/gpu_anchor.py (the bare reference)
 #   .gpu/site/                          pure-Python packages the GPU image lacks (omegaconf, antlr4),
 #                                       put on PYTHONPATH
-#   .gpu/wheels/ (optional)             kornia + kornia_rs wheels for the GPU's Python, for section 6
+#   .gpu/wheels/ (optional)             kornia + kornia_rs wheels for the GPU's Python, for section 5
+#                                       (7.3 MB: with the CIFAR copy the carry is ~66 of its 67 MB)
 # Sections, in order of importance, each under its own `timeout`; a section that would not fit in
 # what is left of BUDGET_S is skipped (and says so):
 #   throughput (+ bench_augment in-process), e2e_gpu, packing, anchor subset (same machine, bare
-#   reference), throughput with trainer.compile=true, augmentation libraries.
+#   reference), augmentation libraries, throughput with trainer.compile=true.
 # Each writes its JSON into $OUT; the log goes to $OUT/run_gpu.log.
 set -u
 OUT=${OUT:-/tmp/bench-out}
@@ -84,16 +85,16 @@ EOF
 [ -f "$OUT/anchor.json" ] && echo "anchor.json written"
 
 
-# 5. trainer.compile=true (first steps compile for tens of seconds)
-section throughput_compile 120 $PY benchmarks/throughput.py --device cuda --compile --configs resnet18:512 \
-    --cudnn-benchmark off --rounds 3 --skip-augment --json throughput_compile.json
-# 6. BatchAugment vs the libraries the issue asks to prefer, batched on the GPU: torchvision v2 on
+# 5. BatchAugment vs the libraries the issue asks to prefer, batched on the GPU: torchvision v2 on
 #    device tensors (per image; one draw per batch) and kornia (installed from .gpu/wheels/ when there)
 if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
     $PY -m pip install --quiet --no-index --no-deps --target /tmp/gpu-wheels .gpu/wheels/*.whl \
-        && export PYTHONPATH="/tmp/gpu-wheels:$PYTHONPATH"
+        && export PYTHONPATH="/tmp/gpu-wheels${PYTHONPATH:+:$PYTHONPATH}"
 fi
 section augment_libraries 60 $PY benchmarks/bench_augment.py --device cuda --libraries --n 8192 --batch 512 \
-    --workers 0 --rounds 3
+    --workers 0 --rounds 3 --json augment_libraries.json
 
+# 6. trainer.compile=true (first steps compile for tens of seconds)
+section throughput_compile 120 $PY benchmarks/throughput.py --device cuda --compile --configs resnet18:512 \
+    --cudnn-benchmark off --rounds 3 --skip-augment --json throughput_compile.json
 echo "=== done in ${SECONDS}s; files:"; ls -la "$OUT"

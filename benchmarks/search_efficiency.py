@@ -53,8 +53,8 @@ def median_interval(xs: list[float], level: float = 0.95, n: int = 10_000, seed:
     median of this many seeds moves with the draw of seeds. A seed that never matched counts as inf."""
     rng = random.Random(seed)
     meds = sorted(median(rng.choices(xs, k=len(xs))) for _ in range(n))
-    lo = meds[int((1 - level) / 2 * n)]
-    hi = meds[min(n - 1, int((1 + level) / 2 * n))]
+    k = int((1 - level) / 2 * n)
+    lo, hi = meds[k], meds[n - 1 - k]
     return lo, hi
 
 
