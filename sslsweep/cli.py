@@ -32,7 +32,7 @@ commands:
                                 look after a submitted job
 
 examples:
-  sslsweep sweep +experiment=demo
+  sslsweep sweep experiment=demo
   sslsweep sweep method=[simclr,rotation] dataset=parquet dataset.path=data/cifar10 \\
       encoder=resnet18 resources.gpu=0.25 search.num_samples=16
   sslsweep report runs/demo-20261128-101500-ab12
