@@ -103,7 +103,9 @@ def run(start: Callable[[], str]) -> None:
     except ConfigError as exc:
         fail(str(exc))
     except ValueError as exc:  # bad data found while decoding (names the row/file)
-        if "Ray" in type(exc).__module__:
+        from ray.exceptions import RayError
+
+        if isinstance(exc, RayError):  # RayTaskError(ValueError): a crash on a worker, shown in full
             raise
         fail(str(exc).splitlines()[0])
     print(f"sweep finished: {uri}")

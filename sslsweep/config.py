@@ -369,8 +369,6 @@ def validate(cfg: SweepConfig) -> None:
     _require(t.optimizer in ("sgd", "adamw"), "trainer.optimizer", t.optimizer, "must be sgd or adamw")
     if t.num_threads is not None:
         _require(_is_int(t.num_threads) and t.num_threads >= 1, "trainer.num_threads", t.num_threads, "must be >= 1")
-    _require(_is_int(t.warmup_epochs) and 0 <= t.warmup_epochs < s.max_epochs, "trainer.warmup_epochs",
-             t.warmup_epochs, f"must be in [0, search.max_epochs ({s.max_epochs}))")
 
     ev = cfg.eval
     _require(ev.metric in METRICS, "eval.metric", ev.metric, f"must be one of {', '.join(METRICS)}")
@@ -387,6 +385,11 @@ def validate(cfg: SweepConfig) -> None:
     _require(_is_int(c.finetune_batch_size) and c.finetune_batch_size >= 2, "confirm.finetune_batch_size",
              c.finetune_batch_size, "must be >= 2")
     _require(c.linear_c > 0, "confirm.linear_c", c.linear_c, "must be > 0")
+    # after confirm.epochs is known to be valid: warm-up must end inside search and confirm trials
+    shortest = min(s.max_epochs, cfg.confirm_epochs)
+    _require(_is_int(t.warmup_epochs) and 0 <= t.warmup_epochs < shortest, "trainer.warmup_epochs",
+             t.warmup_epochs, f"must be in [0, {shortest}) (the shorter of search.max_epochs {s.max_epochs} "
+             f"and confirm.epochs {cfg.confirm_epochs})")
 
     check_storage(cfg.storage, "storage")
     if cfg.resume is not None:

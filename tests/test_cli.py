@@ -77,6 +77,7 @@ BAD = [
     (["resources.gpu=2.5"], r"resources.gpu = 2.5: a GPU fraction must be in \(0, 1\]"),
     (["resources.cpu=0"], r"resources.cpu = 0: must be >= 1"),
     (["storage=ftp://x/y"], r"storage = 'ftp://x/y': unknown URI scheme"),
+    (["dataset.test_fraction=0"], r"dataset.test_fraction = 0: must be > 0 when the dataset has no test set"),
 ]
 
 
@@ -120,3 +121,31 @@ def test_report_of_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
     """`sslsweep report DIR` on a non-sweep directory: one line naming the path, exit 2."""
     status, err, _ = run_cli("report", str(tmp_path))
     assert status["code"] == 2 and str(tmp_path) in err and len(err.splitlines()) == 1
+
+
+def test_a_ray_error_wrapping_a_value_error_is_not_reported_as_bad_input() -> None:
+    """A trial or task that raised ValueError on a worker reaches the driver as
+    RayTaskError(ValueError): a crash to show in full, not bad input (one line, exit 2)."""
+    from ray.exceptions import RayTaskError
+
+    from sslsweep.cli import run
+
+    crash = RayTaskError("trial", "Traceback (most recent call last):\n  boom", ValueError("bad")).as_instanceof_cause()
+
+    def start() -> str:
+        raise crash
+
+    with pytest.raises(RayTaskError):
+        run(start)
+
+
+def test_bad_data_found_while_decoding_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain ValueError from the driver's decoding is bad input: its first line, exit code 2."""
+    from sslsweep.cli import run
+
+    def start() -> str:
+        raise ValueError("dataset.path: row 3 is not a decodable image\nmore detail")
+
+    with pytest.raises(SystemExit) as info:
+        run(start)
+    assert info.value.code == 2 and "row 3 is not a decodable image" in capsys.readouterr().err

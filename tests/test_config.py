@@ -82,6 +82,8 @@ RULES = [
     (["trainer.device=tpu"], r"trainer.device = 'tpu': must be auto, cpu or cuda"),
     (["+search.typo=1"], r"search.typo = 1: unknown key"),
     (["~method.simclr.space.temperature"], r"method.simclr.space.temperature = None: required by this method"),
+    (["confirm.epochs=2", "trainer.warmup_epochs=5"],
+     r"trainer.warmup_epochs = 5: must be in \[0, 2\) \(the shorter of search.max_epochs 20 and confirm.epochs 2\)"),
     (["method=[transfer]"], r"encoder.weights = None: method transfer needs pretrained weights"),
     (["method=[transfer]", "encoder.weights=/no/such/weights.pt"], r"encoder.weights = '/no/such/weights.pt': path does not exist"),
     (["method=[transfer]", "encoder.weights=ResNet18_Weights.IMAGENET1K_V1"],
@@ -118,6 +120,16 @@ def test_labels_per_class_above_smallest_class_is_rejected() -> None:
 
     cfg = load("dataset.labels_per_class=[500]")
     with pytest.raises(ConfigError, match=r"dataset.labels_per_class = 500: must be <= the smallest class .*\(\d+ images\)"):
+        check_data(cfg)
+
+
+def test_no_test_set_at_all_is_rejected_before_training() -> None:
+    """test_fraction = 0 with no test set of the dataset's own would leave the confirm phase nothing
+    to measure: it fails from the labels alone, naming the key."""
+    from sslsweep.trainables.data import check_data
+
+    cfg = load("dataset.test_fraction=0")
+    with pytest.raises(ConfigError, match=r"dataset.test_fraction = 0: must be > 0 when the dataset has no test set"):
         check_data(cfg)
 
 

@@ -505,10 +505,13 @@ def _cost_section(data: ReportData) -> str:
             for _, r in data.cost.iterrows()]
     phases = [[r["sweep_id"], r["phase"], r["started"], r["finished"], fmt_value(r["wall_s"])]
               for _, r in data.phases.iterrows()]
-    body = [html_table(["method", "phase", "wall s", "device-hours"], rows) if rows
+    body = [html_table(["method", "phase", "seconds", "device-hours"], rows) if rows
             else _p("The manifest records no per-method cost."),
             html_table(["sweep", "phase", "started", "finished", "wall s"], phases) if phases else "",
-            _p("Device-hours: trial wall time x devices held (GPUs if any, else CPUs), summed.", "note")]
+            _p("Seconds per method: search = the wall time of that method's search (methods are searched one "
+               "after another); confirm = the method's confirm trials' own seconds, summed (all methods' "
+               "confirm trials run together, so the phase's wall time is in the table below). "
+               "Device-hours: trial wall time x devices held (GPUs if any, else CPUs), summed.", "note")]
     return _section("s5", "5. Cost", body)
 
 

@@ -598,10 +598,13 @@ def gain_over_none(budget: pd.DataFrame, comparisons: pd.DataFrame | None = None
 
 
 def cost_table(manifests: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Wall time and device time per method and phase, from each manifest's ``cost``.
+    """Time and device time per method and phase, from each manifest's ``cost``.
 
     Columns: ``sweep_id``, ``method``, ``phase`` (search/confirm), ``wall_s``, ``device_s``,
-    ``device_h`` (device-seconds / 3600; devices are GPUs if any, else CPUs).
+    ``device_h`` (device-seconds / 3600; devices are GPUs if any, else CPUs). ``wall_s`` is the
+    wall time of the method's search for ``search`` (methods are searched one after another) and
+    the sum of its confirm trials' own seconds for ``confirm`` (all methods' confirm trials share
+    one Tune run, so per method only trial-seconds exist; the phase's wall time is ``phase_table``'s).
     """
     rows = []
     for manifest in manifests:

@@ -2,7 +2,7 @@
 
 The data stays uint8 ``(N, C, H, W)`` on the device (C = 1 grey or 3 colour). A whole batch is
 augmented with per-sample random parameters, one tensor pass per op and no Python loop over
-samples, so the same code feeds a GPU at hundreds of thousands of views per second (ANCHORS.md)
+samples, so the same code feeds a GPU at hundreds of thousands of views per second (benchmarks/RESULTS.md)
 and runs unchanged on CPU in the tests.
 
 Randomness is drawn once (:meth:`BatchAugment.make_params`) and applied after

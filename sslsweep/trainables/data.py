@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -290,6 +290,19 @@ def _folder_files(path: str) -> tuple[list[str], list[Path], np.ndarray]:
     return classes, files, np.asarray(labels, dtype=np.int64)
 
 
+def _align_test_labels(train_classes: Sequence[str], test_classes: Sequence[str], test_labels: np.ndarray,
+                       test_path: str) -> np.ndarray:
+    """A test folder's labels renumbered by the train folder's class list: each folder is numbered
+    within its own root, so a test folder missing a class would otherwise shift the ids after it."""
+    index = {c: i for i, c in enumerate(train_classes)}
+    for c in test_classes:
+        if c not in index:
+            raise ConfigError("dataset.test_path", test_path,
+                              f"class folder {c!r} is not a train class ({', '.join(train_classes)})")
+    remap = np.asarray([index[c] for c in test_classes], dtype=np.int64)
+    return remap[test_labels]
+
+
 def load_imagefolder(path: str, cfg: DatasetConfig) -> ImageSet:
     classes, files, labels = _folder_files(path)
     blobs = [f.read_bytes() for f in files]
@@ -320,8 +333,11 @@ def read_labels(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None]:
     for key, p in (("dataset.path", cfg.path), ("dataset.test_path", cfg.test_path)):
         if p is not None and is_uri(str(p)):
             raise ConfigError(key, p, "an imagefolder must be a local directory; a URI is read only for dataset=parquet")
-    _, _, y = _folder_files(str(cfg.path))
-    yt = _folder_files(cfg.test_path)[2] if cfg.test_path else None
+    classes, _, y = _folder_files(str(cfg.path))
+    yt = None
+    if cfg.test_path:
+        test_classes, _, yt = _folder_files(cfg.test_path)
+        yt = _align_test_labels(classes, test_classes, yt, cfg.test_path)
     return y, yt
 
 
@@ -457,6 +473,10 @@ def check_data(cfg: SweepConfig) -> None:
     """The data-dependent rules (batch size vs. train pool, labels per class vs. smallest class),
     from the labels alone: no image is decoded."""
     labels, test_labels = read_labels(cfg.dataset)
+    if test_labels is None and cfg.dataset.test_fraction == 0:
+        raise ConfigError("dataset.test_fraction", cfg.dataset.test_fraction,
+                          "must be > 0 when the dataset has no test set of its own (dataset.test_path, or "
+                          "test.parquet beside train.parquet): the confirm phase measures test accuracy")
     all_labels = labels if test_labels is None else np.concatenate([labels, test_labels])
     splits = make_splits(all_labels, cfg.dataset, n_external_test=0 if test_labels is None else len(test_labels))
     counts = np.bincount(all_labels[splits.train])
@@ -493,6 +513,9 @@ def prepare(cfg: DatasetConfig) -> Prepared:
         test_path = cfg.test_path or test_path
         main = _load_cached(cfg, train_path, loader)
         test = _load_cached(cfg, test_path, loader) if test_path else None
+        if test is not None and cfg.name == "imagefolder":
+            test = replace(test, labels=_align_test_labels(main.classes, test.classes, test.labels, test_path),
+                           classes=list(main.classes))
     images, labels = main.images, main.labels
     if test is not None:
         if test.images.shape[1:] != images.shape[1:]:

@@ -90,7 +90,7 @@ def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels:
     """Fine-tune a copy of the encoder with a new linear head on the labeled images.
 
     A fixed number of SGD steps (cosine schedule) whatever the budget, so 1% and 100% get the
-    same optimisation effort; batches are drawn with replacement when the subset is small.
+    same optimisation effort; batches are always drawn with replacement (a 1% subset may be smaller than a batch).
     The encoder passed in is not modified.
 
     The head is a parameter-free BatchNorm then a linear layer (the BN-before-the-classifier of

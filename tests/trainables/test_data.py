@@ -132,6 +132,37 @@ def test_imagefolder_reads_one_class_per_folder(tmp_path: Path, cache_dir: Path)
     assert sorted(np.bincount(prep.labels).tolist()) == [6, 6]
 
 
+def _folder(root: Path, names: list[str], n: int, size: int = 10, seed: int = 0) -> None:
+    images, labels = make_images(n, classes=len(names), size=size, seed=seed)
+    for i, (im, y) in enumerate(zip(images, labels)):
+        (root / names[y]).mkdir(parents=True, exist_ok=True)
+        (root / names[y] / f"{i}.png").write_bytes(encode_png(im))
+
+
+def test_imagefolder_test_path_labels_follow_the_train_classes(tmp_path: Path, cache_dir: Path) -> None:
+    """A test folder with fewer classes than train: each test image keeps its class *name*'s train
+    label (fox stays fox, not the test folder's second class, dog)."""
+    _folder(tmp_path / "train", ["cat", "dog", "fox"], 30)
+    _folder(tmp_path / "test", ["cat", "fox"], 8, seed=1)
+    cfg = DatasetConfig(name="imagefolder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"),
+                        image_size=8, val_fraction=0.2)
+    prep = prepare(cfg)
+    test_labels = prep.labels[prep.splits.test]
+    assert prep.classes == ["cat", "dog", "fox"] and sorted(set(test_labels.tolist())) == [0, 2]
+    train_labels, checked = read_labels(cfg)  # the pre-decoding check sees the same labels
+    assert checked is not None and sorted(set(checked.tolist())) == [0, 2]
+
+
+def test_imagefolder_test_class_missing_from_train_is_named(tmp_path: Path, cache_dir: Path) -> None:
+    """A test class that train does not have fails before decoding, naming the folder and the classes."""
+    _folder(tmp_path / "train", ["cat", "dog"], 20)
+    _folder(tmp_path / "test", ["cat", "wolf"], 6, seed=1)
+    cfg = DatasetConfig(name="imagefolder", path=str(tmp_path / "train"), test_path=str(tmp_path / "test"),
+                        image_size=8)
+    with pytest.raises(ConfigError, match=r"dataset.test_path = .*: class folder 'wolf' is not a train class \(cat, dog\)"):
+        read_labels(cfg)
+
+
 def test_second_prepare_reads_the_cache_not_the_images(tmp_path: Path, cache_dir: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoding happens once per file: a second prepare() gets identical arrays without decoding."""
