@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -140,10 +141,17 @@ def test_each_plot_returns_a_png(trials: pd.DataFrame, budget: pd.DataFrame) -> 
             plots.metric_vs_hparams(tables.metric_vs_hparams(trials, "max"), "simclr"),
             plots.best_so_far(tables.best_so_far(trials, "max")), plots.asha_stops(tables.asha_stops(trials)),
             plots.importances(imp, "m")]
+    images = []
     for png in pngs:
         assert png.startswith(PNG_MAGIC)
         image = mpimg.imread(BytesIO(png), format="png")
         assert image.shape[0] > 50 and image.shape[1] > 50
+        images.append(image)
+    # the per-method lines are drawn, not just the axes and legend: in both budget plots the first
+    # method's colour covers ~1,200 pixels with its line, ~100 with its legend entry alone
+    first = np.array([int(plots.PALETTE[0][i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    for image in images[:2]:
+        assert (np.abs(image[..., :3] - first).max(axis=-1) < 0.02).sum() > 300
 
 
 def test_plots_refuse_an_empty_table() -> None:

@@ -89,6 +89,7 @@ def test_best_configuration_is_the_best_completed_trial(sweep_dir: Path) -> None
     t = pd.read_parquet(sweep_dir / "trials.parquet")
     b = pd.read_parquet(sweep_dir / "budget.parquet")
     final = t[(t.status == "completed")].sort_values("epoch").groupby("trial_id").tail(1)
+    assert set(b.method) <= set(final.method) and len(set(b.method)) >= 2  # the loop checks every method
     for method, g in final.groupby("method"):
         best = min(g[g.metric == g.metric.max()].trial_id)
         assert set(b[b.method == method].source_trial_id) == {best}

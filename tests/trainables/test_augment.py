@@ -135,7 +135,10 @@ def test_parameters_differ_across_the_batch() -> None:
     assert torch.cdist(out, out).add(torch.eye(64) * 1e9).min().item() > 1e-3
 
 
-def test_cpu_generator_gives_the_same_params_whatever_the_batch_device() -> None:
+def test_a_seeded_generator_gives_the_same_params_every_time() -> None:
+    """Two generators with the same seed draw identical parameters (the trial's augmentation is
+    reproducible from its seed); that a CPU generator gives the same parameters for a CUDA batch is
+    test_cuda_matches_cpu_for_the_same_cpu_generator, which needs a GPU."""
     cfg = AugmentConfig(size=32)
     a = _params(cfg, 64, seed=3)
     g = torch.Generator().manual_seed(3)

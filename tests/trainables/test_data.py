@@ -130,9 +130,18 @@ def test_imagefolder_reads_one_class_per_folder(tmp_path: Path, cache_dir: Path)
                                  test_fraction=0.2))
     assert prep.classes == ["cat", "dog"] and prep.images.shape == (12, 3, 8, 8)
     assert sorted(np.bincount(prep.labels).tolist()) == [6, 6]
+    # make_images draws class 0 (written to cat/) dark and class 1 (dog/) bright: the label follows the folder
+    brightness = _brightness_by_label(prep.images, prep.labels)
+    assert brightness[1] - brightness[0] > 100
+
+
+def _brightness_by_label(images: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    return {int(y): float(images[labels == y].mean()) for y in np.unique(labels)}
 
 
 def _folder(root: Path, names: list[str], n: int, size: int = 10, seed: int = 0) -> None:
+    """``n`` images of ``len(names)`` classes under ``root/<name>/``; make_images makes class i of k
+    brighter as i grows (mean 30 for the first, 220 for the last)."""
     images, labels = make_images(n, classes=len(names), size=size, seed=seed)
     for i, (im, y) in enumerate(zip(images, labels)):
         (root / names[y]).mkdir(parents=True, exist_ok=True)
@@ -149,8 +158,11 @@ def test_imagefolder_test_path_labels_follow_the_train_classes(tmp_path: Path, c
     prep = prepare(cfg)
     test_labels = prep.labels[prep.splits.test]
     assert prep.classes == ["cat", "dog", "fox"] and sorted(set(test_labels.tolist())) == [0, 2]
+    # test/cat holds the dark images, test/fox the bright ones: fox (label 2) must be the bright one
+    brightness = _brightness_by_label(prep.images[prep.splits.test], test_labels)
+    assert brightness[2] - brightness[0] > 100
     train_labels, checked = read_labels(cfg)  # the pre-decoding check sees the same labels
-    assert checked is not None and sorted(set(checked.tolist())) == [0, 2]
+    assert checked is not None and sorted(checked.tolist()) == sorted(test_labels.tolist())
 
 
 def test_imagefolder_test_class_missing_from_train_is_named(tmp_path: Path, cache_dir: Path) -> None:

@@ -215,9 +215,14 @@ def test_buffer_adam_equals_torch_adam() -> None:
 
 
 def test_frozen_bn_stats_normalise_but_do_not_track() -> None:
+    """Inside the context batch norm normalises with the *batch's* statistics (output mean ~0 for
+    inputs around 10, not the ~10 that running statistics at init would give) and leaves its running
+    statistics and momentum as they were."""
     bn = nn.BatchNorm2d(3).train()
+    x = torch.randn(4, 3, 5, 5) + 10
     with frozen_bn_stats(bn):
-        bn(torch.randn(4, 3, 5, 5) + 10)
+        y = bn(x)
+    torch.testing.assert_close(y, F.batch_norm(x, None, None, bn.weight, bn.bias, training=True))
     assert torch.equal(bn.running_mean, torch.zeros(3)) and bn.momentum == 0.1
 
 

@@ -26,11 +26,13 @@ class Recorder:
 
     def __init__(self, checkpoint: Any = None) -> None:
         self.reports: list[dict[str, Any]] = []
+        self.with_checkpoint: list[bool] = []  # per report: did it carry a checkpoint?
         self.checkpoint = checkpoint
         self.Checkpoint = _Checkpoint
 
     def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
         self.reports.append(dict(metrics))
+        self.with_checkpoint.append(checkpoint is not None)
         if checkpoint is not None:
             self.checkpoint = checkpoint
 
@@ -80,7 +82,7 @@ def test_search_trial_reports_every_epoch_with_a_checkpoint(recorder: Recorder) 
     search_trial(dict(CONFIG), tiny_data(), SETTINGS)
     assert [r["epoch"] for r in recorder.reports] == [1, 2, 3]
     assert all(0 <= r["knn_top1"] <= 1 and r["attempt_start_epoch"] == 0 for r in recorder.reports)
-    assert recorder.checkpoint is not None
+    assert recorder.with_checkpoint == [True, True, True]  # every report, not just one
     assert outcome(recorder.reports[-1], False, SETTINGS.max_epochs) == "completed"
 
 
@@ -126,6 +128,7 @@ def test_diverged_trial_reports_once_as_diverged(recorder: Recorder) -> None:
     """A NaN loss: one final report flagged diverged, with the message; outcome 'diverged'."""
     search_trial({**CONFIG, "lr": 1e30}, tiny_data(), SETTINGS)
     last = recorder.reports[-1]
+    assert [r["diverged"] for r in recorder.reports].count(1) == 1  # once, and nothing after it
     assert last["diverged"] == 1 and "pretext loss is" in last["error"]
     assert outcome(last, False, SETTINGS.max_epochs) == "diverged"
 
