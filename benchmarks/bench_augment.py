@@ -130,24 +130,13 @@ def bench_batch_augment(images: torch.Tensor, args: argparse.Namespace, device: 
     aug = BatchAugment(AugmentConfig(size=SIZE, strength=args.strength))
     x = images.to(device)
     generator = torch.Generator(device=device).manual_seed(0)  # draws where the data is
-    for _ in range(3):  # warm-up: kernels, allocator
-        aug(x[: args.batch], generator)
-    sync(device)
-    start = time.perf_counter()
-    count = 0
-    while True:
-        for i in range(0, x.shape[0], args.batch):
-            count += aug(x[i : i + args.batch], generator).shape[0]
-        sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= 0.5:
-            return count / elapsed
+    return _batched_rate(lambda b: aug(b, generator), x, args.batch, device)
 
 
 def _batched_rate(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int, device: torch.device,
                   min_s: float = 0.5) -> float:
     """Views/s of ``fn`` applied batch by batch to ``x`` (already on ``device``); whole passes until >= min_s."""
-    for _ in range(2):  # warm-up: kernels, allocator
+    for _ in range(3):  # warm-up: kernels, allocator
         fn(x[:batch])
     sync(device)
     start = time.perf_counter()

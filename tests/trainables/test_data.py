@@ -119,22 +119,6 @@ def test_missing_column_is_named(tmp_path: Path, cache_dir: Path) -> None:
         read_labels(cfg)
 
 
-def test_imagefolder_reads_one_class_per_folder(tmp_path: Path, cache_dir: Path) -> None:
-    """Folders are classes in sorted order; images are resized to image_size."""
-    images, labels = make_images(12, classes=2, size=10)
-    for i, (im, y) in enumerate(zip(images, labels)):
-        d = tmp_path / ["cat", "dog"][y]
-        d.mkdir(exist_ok=True)
-        (d / f"{i}.png").write_bytes(encode_png(im))
-    prep = prepare(DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=8, val_fraction=0.2,
-                                 test_fraction=0.2))
-    assert prep.classes == ["cat", "dog"] and prep.images.shape == (12, 3, 8, 8)
-    assert sorted(np.bincount(prep.labels).tolist()) == [6, 6]
-    # make_images draws class 0 (written to cat/) dark and class 1 (dog/) bright: the label follows the folder
-    brightness = _brightness_by_label(prep.images, prep.labels)
-    assert brightness[1] - brightness[0] > 100
-
-
 def _brightness_by_label(images: np.ndarray, labels: np.ndarray) -> dict[int, float]:
     return {int(y): float(images[labels == y].mean()) for y in np.unique(labels)}
 
@@ -146,6 +130,18 @@ def _folder(root: Path, names: list[str], n: int, size: int = 10, seed: int = 0)
     for i, (im, y) in enumerate(zip(images, labels)):
         (root / names[y]).mkdir(parents=True, exist_ok=True)
         (root / names[y] / f"{i}.png").write_bytes(encode_png(im))
+
+
+def test_imagefolder_reads_one_class_per_folder(tmp_path: Path, cache_dir: Path) -> None:
+    """Folders are classes in sorted order; images are resized to image_size."""
+    _folder(tmp_path, ["cat", "dog"], 12)
+    prep = prepare(DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=8, val_fraction=0.2,
+                                 test_fraction=0.2))
+    assert prep.classes == ["cat", "dog"] and prep.images.shape == (12, 3, 8, 8)
+    assert sorted(np.bincount(prep.labels).tolist()) == [6, 6]
+    # make_images draws class 0 (written to cat/) dark and class 1 (dog/) bright: the label follows the folder
+    brightness = _brightness_by_label(prep.images, prep.labels)
+    assert brightness[1] - brightness[0] > 100
 
 
 def test_imagefolder_test_path_labels_follow_the_train_classes(tmp_path: Path, cache_dir: Path) -> None:
@@ -161,7 +157,7 @@ def test_imagefolder_test_path_labels_follow_the_train_classes(tmp_path: Path, c
     # test/cat holds the dark images, test/fox the bright ones: fox (label 2) must be the bright one
     brightness = _brightness_by_label(prep.images[prep.splits.test], test_labels)
     assert brightness[2] - brightness[0] > 100
-    train_labels, checked = read_labels(cfg)  # the pre-decoding check sees the same labels
+    _, checked = read_labels(cfg)  # the pre-decoding check sees the same labels
     assert checked is not None and sorted(checked.tolist()) == sorted(test_labels.tolist())
 
 
