@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from sslsweep.search.ray_init import init_ray
 
     t0 = time.time()
-    init_ray(cfg)
+    init_ray()
     ray_init_s = time.time() - t0
     print(f"ray.init: {ray_init_s:.1f} s (not counted in the sweeps)", flush=True)
     runs = []

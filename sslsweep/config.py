@@ -294,10 +294,23 @@ def _is_int(v: Any) -> bool:
 
 
 def validate(cfg: SweepConfig) -> None:
-    """Every rule that needs no data. Raises :class:`ConfigError` on the first broken one."""
-    from sslsweep.trainables.tasks import TASKS
+    """Every rule that needs no data, section by section. Raises
+    :class:`ConfigError` on the first broken one."""
+    _check_dataset(cfg.dataset)
+    _check_encoder(cfg)
+    _check_search(cfg.search)
+    _check_resources(cfg.resources)
+    _check_trainer(cfg.trainer)
+    _check_eval(cfg.eval)
+    _check_confirm(cfg)
+    check_storage(cfg.storage, "storage")
+    if cfg.resume is not None:
+        check_storage(str(cfg.resume), "resume")
+    _check_methods(cfg)
 
-    d = cfg.dataset
+
+def _check_dataset(d: DatasetConfig) -> None:
+    """Where the data is, how it splits, and the label budgets."""
     _require(d.name in DATASETS, "dataset.name", d.name, f"unknown dataset; known: {', '.join(DATASETS)}")
     if d.name != "digits":
         _require(d.path is not None and d.path != "???", "dataset.path", d.path,
@@ -323,6 +336,11 @@ def validate(cfg: SweepConfig) -> None:
     for k in d.labels_per_class:
         _require(_is_int(k) and k >= 1, "dataset.labels_per_class", k, "must be integers >= 1")
 
+
+def _check_encoder(cfg: SweepConfig) -> None:
+    """The encoder, and the pretrained weights a method that loads them needs."""
+    from sslsweep.trainables.tasks import TASKS
+
     e = cfg.encoder
     _require(e.name in ENCODERS, "encoder.name", e.name, f"unknown encoder; known: {', '.join(ENCODERS)}")
     _require(_is_int(e.width) and e.width >= 1, "encoder.width", e.width, "must be an integer >= 1")
@@ -337,7 +355,9 @@ def validate(cfg: SweepConfig) -> None:
         else:
             _check_path_exists("encoder.weights", str(e.weights))
 
-    s = cfg.search
+
+def _check_search(s: SearchConfig) -> None:
+    """The search protocol: trial budget, ASHA rungs, searcher and scheduler."""
     _require(_is_int(s.num_samples) and s.num_samples >= 1, "search.num_samples", s.num_samples, "must be >= 1")
     _require(_is_int(s.max_epochs) and s.max_epochs >= 1, "search.max_epochs", s.max_epochs, "must be >= 1")
     _require(_is_int(s.grace_period) and s.grace_period >= 1, "search.grace_period", s.grace_period, "must be >= 1")
@@ -355,13 +375,17 @@ def validate(cfg: SweepConfig) -> None:
              s.n_startup_trials, "must be >= 1")
     _require(_is_int(s.max_failures) and s.max_failures >= 0, "search.max_failures", s.max_failures, "must be >= 0")
 
-    r = cfg.resources
+
+def _check_resources(r: ResourcesConfig) -> None:
+    """Per-trial resources, including GPU fractions."""
     _require(isinstance(r.cpu, (int, float)) and r.cpu >= 1, "resources.cpu", r.cpu, "must be >= 1")
     _require(isinstance(r.gpu, (int, float)) and r.gpu >= 0, "resources.gpu", r.gpu, "must be >= 0")
     _require(r.gpu <= 1 or float(r.gpu).is_integer(), "resources.gpu", r.gpu,
              "a GPU fraction must be in (0, 1]; more than one GPU must be a whole number")
 
-    t = cfg.trainer
+
+def _check_trainer(t: TrainerConfig) -> None:
+    """Device, precision, layout and optimizer (warm-up is checked with confirm)."""
     _require(t.device in ("auto", "cpu", "cuda"), "trainer.device", t.device, "must be auto, cpu or cuda")
     _require(t.precision in ("auto", "bf16", "fp32"), "trainer.precision", t.precision, "must be auto, bf16 or fp32")
     _require(t.channels_last in ("auto", True, False), "trainer.channels_last", t.channels_last,
@@ -370,12 +394,17 @@ def validate(cfg: SweepConfig) -> None:
     if t.num_threads is not None:
         _require(_is_int(t.num_threads) and t.num_threads >= 1, "trainer.num_threads", t.num_threads, "must be >= 1")
 
-    ev = cfg.eval
+
+def _check_eval(ev: EvalConfig) -> None:
+    """The selection metric of the search."""
     _require(ev.metric in METRICS, "eval.metric", ev.metric, f"must be one of {', '.join(METRICS)}")
     _require(_is_int(ev.knn_k) and ev.knn_k >= 1, "eval.knn_k", ev.knn_k, "must be >= 1")
     _require(0 < ev.select_fraction <= 1, "eval.select_fraction", ev.select_fraction, "must be in (0, 1]")
 
-    c = cfg.confirm
+
+def _check_confirm(cfg: SweepConfig) -> None:
+    """The confirm phase; then warm-up, which must end inside search and confirm trials alike."""
+    c, s, t = cfg.confirm, cfg.search, cfg.trainer
     _require(_is_int(c.seeds) and c.seeds >= 1, "confirm.seeds", c.seeds, "must be >= 1")
     if c.epochs is not None:
         _require(_is_int(c.epochs) and c.epochs >= 1, "confirm.epochs", c.epochs, "must be >= 1 or null")
@@ -385,16 +414,18 @@ def validate(cfg: SweepConfig) -> None:
     _require(_is_int(c.finetune_batch_size) and c.finetune_batch_size >= 2, "confirm.finetune_batch_size",
              c.finetune_batch_size, "must be >= 2")
     _require(c.linear_c > 0, "confirm.linear_c", c.linear_c, "must be > 0")
-    # after confirm.epochs is known to be valid: warm-up must end inside search and confirm trials
+    # after confirm.epochs is known to be valid
     shortest = min(s.max_epochs, cfg.confirm_epochs)
     _require(_is_int(t.warmup_epochs) and 0 <= t.warmup_epochs < shortest, "trainer.warmup_epochs",
              t.warmup_epochs, f"must be in [0, {shortest}) (the shorter of search.max_epochs {s.max_epochs} "
              f"and confirm.epochs {cfg.confirm_epochs})")
 
-    check_storage(cfg.storage, "storage")
-    if cfg.resume is not None:
-        check_storage(str(cfg.resume), "resume")
 
+def _check_methods(cfg: SweepConfig) -> None:
+    """Every method's space against its own and the shared parameter rules, and its image size."""
+    from sslsweep.trainables.tasks import TASKS
+
+    d = cfg.dataset
     for m in cfg.methods:
         task = TASKS[m.name]
         for name, spec in m.space.items():

@@ -8,7 +8,7 @@ import os
 import secrets
 from typing import Any, Mapping, Sequence
 
-from sslsweep.config import ConfigError, SweepConfig
+from sslsweep.config import ConfigError
 from sslsweep.search.storage import Storage
 
 log = logging.getLogger("sslsweep")
@@ -16,7 +16,7 @@ log = logging.getLogger("sslsweep")
 PROBE_TIMEOUT_S = 120.0  # a node that must first start a Python worker can take a while
 
 
-def init_ray(cfg: SweepConfig) -> None:
+def init_ray() -> None:
     """Connect to the cluster in RAY_ADDRESS (a Ray job, or a driver on a cluster node), or start
     a local Ray in this process.
 

@@ -134,26 +134,19 @@ def budget_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table({k: pa.array([r.get(k) for r in rows], type=t) for k, t in BUDGET_COLUMNS.items()}, schema=schema)
 
 
-def best_trials(trials: pd.DataFrame, mode: str = "max") -> dict[str, dict[str, Any]]:
-    """Per method, the trial with the best final validation metric among trials that completed
-    (falling back to stopped ones when none completed) and its hyperparameters; a tie goes to the
-    smallest trial id."""
+def best_configs(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per method, the search trial the confirm phase re-trains, with its hyperparameters.
+
+    The choice is the report's, by the same function (:func:`sslsweep.analysis.tables.best_trials`,
+    maximising the selection metric): the best final metric among completed trials, else among the
+    trials ASHA stopped; never a failed or diverged one; a tie goes to the smallest trial id."""
+    from sslsweep.analysis.tables import best_trials
+
     best: dict[str, dict[str, Any]] = {}
-    if trials.empty:
-        return best
-    last = trials.sort_values("epoch").groupby("trial_id").tail(1)
-    last = last[last["metric"].notna()]
-    for method, group in last.groupby("method"):
-        pool = group[group["status"] == "completed"]
-        if pool.empty:
-            pool = group[group["status"] == "stopped"]
-        if pool.empty:
-            continue
-        # ties (the metric moves in steps of 1/n_val) go to the smallest trial id, whatever the row order
-        row = pool.sort_values(["metric", "trial_id"], ascending=[mode == "min", True], kind="stable").iloc[0]
+    for _, row in best_trials(trials, "max").iterrows():
         hp = {c[3:]: _py(row[c]) for c in trials.columns if c.startswith("hp_") and not _isnull(row[c])}
-        best[str(method)] = {"trial_id": row["trial_id"], "metric": float(row["metric"]), "hp": hp,
-                             "seed": int(row["seed"])}
+        best[str(row["method"])] = {"trial_id": row["trial_id"], "metric": float(row["metric"]), "hp": hp,
+                                    "seed": int(row["seed"])}
     return best
 
 

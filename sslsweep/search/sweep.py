@@ -24,7 +24,7 @@ import pandas as pd
 from sslsweep import __version__
 from sslsweep.config import ConfigError, SweepConfig, from_dictconfig, to_dict
 from sslsweep.search.ray_init import check_storage_shared, init_ray
-from sslsweep.search.results import best_trials, budget_rows, budget_table, trial_rows, trials_table
+from sslsweep.search.results import best_configs, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.storage import Storage, open_sweep_dir
 from sslsweep.trainables.data import budgets, check_data, prepare
 
@@ -137,7 +137,7 @@ class Sweep:
         log.info("sweep %s: %s, %d train / %d val / %d test images %s", self.manifest["sweep_id"],
                  self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),
                  data.shape)
-        init_ray(self.cfg)
+        init_ray()
         try:
             check_storage_shared(self.st)  # multi-node: every node must see the sweep directory
         except ConfigError:
@@ -171,9 +171,7 @@ class Sweep:
         return self.cfg.resources.gpu if self.cfg.resources.gpu > 0 else self.cfg.resources.cpu
 
     def _search(self, trainable: Any) -> None:
-        from sslsweep.search.searcher import fail_orphaned_trials
-        from sslsweep.search.tuner import journal_storage
-
+        """Search every method in turn; its trials table and cost are saved after each method."""
         phase = self.manifest["phases"].setdefault("search", {"started": _now()})
         all_rows: list[dict[str, Any]] = []
         for method in self.cfg.methods:
@@ -182,28 +180,7 @@ class Sweep:
                 self.st.download(f"optuna/{method.name}.journal", journal)
             t0 = time.time()
             done = method.name in self.manifest["progress"]["searched"]
-            grid = self._fit_search(trainable, method, journal, f"search-{method.name}", done=done)
-            # A restored experiment can come back with fewer trials than it was given (Tune's
-            # searcher snapshot counted trials its trial list did not hold yet): run the missing
-            # ones in the same Optuna study, so every method keeps the same budget. A top-up can
-            # be cut short the same way, hence a few rounds.
-            for top_up in range(1, MAX_TOP_UPS + 1):
-                missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
-                if missing <= 0:
-                    break
-                history = []  # an already searched method only reads its top-ups back
-                if not done:
-                    log.warning("%s: the search ended with %d of %d trials; running the %d missing",
-                                method.name, len(grid), self.cfg.search.num_samples, missing)
-                    history = _history(trial_rows(self.manifest["sweep_id"], self.metric,
-                                                  self.cfg.search.max_epochs, grid), self.metric)
-                grid += self._fit_search(trainable, method, journal, _top_up_name(method.name, top_up), done=done,
-                                         num_samples=missing, top_up=top_up, history=history)
-            if method.searched and journal.exists():
-                closed = fail_orphaned_trials(journal_storage(journal), method.name)
-                if closed:
-                    log.warning("%s: %d Optuna trial(s) asked before a driver crash and never run marked FAIL",
-                                method.name, closed)
+            grid = self._search_method(trainable, method, journal, done=done)
             rows = trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs, grid)
             all_rows += rows
             self.configs.update({r.metrics.get("trial_id"): dict(r.config) for r in grid if r.metrics})
@@ -220,6 +197,36 @@ class Sweep:
         phase["finished"] = _now()
         phase["wall_s"] = sum(v.get("search_wall_s", 0.0) for v in self.manifest["cost"].values())
         self.trials = pd.DataFrame(all_rows)
+
+    def _search_method(self, trainable: Any, method: Any, journal: Path, *, done: bool) -> list[Any]:
+        """The results of one method's search: its experiment, then top-ups until it has its full
+        trial budget; Optuna trials a crashed driver asked for and never ran are closed as FAIL."""
+        from sslsweep.search.searcher import fail_orphaned_trials
+        from sslsweep.search.tuner import journal_storage
+
+        grid = self._fit_search(trainable, method, journal, f"search-{method.name}", done=done)
+        # A restored experiment can come back with fewer trials than it was given (Tune's
+        # searcher snapshot counted trials its trial list did not hold yet): run the missing
+        # ones in the same Optuna study, so every method keeps the same budget. A top-up can
+        # be cut short the same way, hence a few rounds.
+        for top_up in range(1, MAX_TOP_UPS + 1):
+            missing = self.cfg.search.num_samples - len(grid) if method.searched else 0
+            if missing <= 0:
+                break
+            history = []  # an already searched method only reads its top-ups back
+            if not done:
+                log.warning("%s: the search ended with %d of %d trials; running the %d missing",
+                            method.name, len(grid), self.cfg.search.num_samples, missing)
+                history = _history(trial_rows(self.manifest["sweep_id"], self.metric,
+                                              self.cfg.search.max_epochs, grid), self.metric)
+            grid += self._fit_search(trainable, method, journal, _top_up_name(method.name, top_up), done=done,
+                                     num_samples=missing, top_up=top_up, history=history)
+        if method.searched and journal.exists():
+            closed = fail_orphaned_trials(journal_storage(journal), method.name)
+            if closed:
+                log.warning("%s: %d Optuna trial(s) asked before a driver crash and never run marked FAIL",
+                            method.name, closed)
+        return grid
 
     def _fit_search(self, trainable: Any, method: Any, journal: Path, name: str, *, done: bool,
                     num_samples: int | None = None, top_up: int = 0,
@@ -249,7 +256,7 @@ class Sweep:
 
         from sslsweep.search.tuner import confirm_tuner, restore_or_new
 
-        best = best_trials(self.trials, mode="max")
+        best = best_configs(self.trials)
         self.manifest["best"] = best
         runs = []
         for method in self.cfg.methods:

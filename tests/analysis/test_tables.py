@@ -348,7 +348,7 @@ def test_importance_is_skipped_when_every_completed_trial_scores_the_same(build:
 def test_tied_best_trials_go_to_the_smallest_trial_id_in_report_and_sweep_alike(build: SimpleNamespace) -> None:
     """Two completed trials with the same final metric (it moves in steps of 1/n_val): the report's
     best trial and the one the sweep confirms are the same, the smallest trial id, whatever the row order."""
-    from sslsweep.search.results import best_trials as confirmed
+    from sslsweep.search.results import best_configs as confirmed
 
     rows = (build.trial_rows("t9", "m", "completed", [9], [0.8], {"lr": 0.1})
             + build.trial_rows("t2", "m", "completed", [9], [0.8], {"lr": 0.2})
@@ -356,4 +356,4 @@ def test_tied_best_trials_go_to_the_smallest_trial_id_in_report_and_sweep_alike(
     for order in (rows, rows[::-1]):
         df = pd.DataFrame(order)
         assert _cell(tables.best_trials(df, "max"), method="m")["trial_id"] == "t2"
-        assert confirmed(df, "max")["m"]["trial_id"] == "t2"
+        assert confirmed(df)["m"]["trial_id"] == "t2"

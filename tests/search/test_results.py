@@ -44,3 +44,27 @@ def test_stopped_and_diverged_statuses() -> None:
     assert {x["status"] for x in stopped} == {"stopped"}
     bad = trial_rows("s", "knn_top1", 5, [result([r(1, 0.1, diverged=1, error="pretext loss is nan")])])
     assert bad[0]["status"] == "diverged" and bad[0]["metric"] is None and bad[0]["error"] == "pretext loss is nan"
+
+
+def test_best_configs_picks_what_the_confirm_phase_retrains() -> None:
+    """Through the sweep's own tables: a completed trial beats a stopped one with a higher (earlier)
+    score, a diverged trial is never chosen, a method with only stopped trials falls back to them,
+    and the hyperparameters come back as plain Python values (JSON- and Optuna-ready)."""
+    from sslsweep.search.results import best_configs, trials_table
+
+    def res(tid: str, method: str, reports: list[dict], lr: float, batch: int) -> SimpleNamespace:
+        return SimpleNamespace(config={"method": method, "seed": 3, "lr": lr, "batch_size": batch},
+                               metrics={**reports[-1], "trial_id": tid}, error=None, path=f"/x/{tid}",
+                               metrics_dataframe=pd.DataFrame(reports))
+
+    results = [res("done", "simclr", [r(1, 0.5), r(3, 0.7)], 0.1, 64),
+               res("cut", "simclr", [r(1, 0.9)], 0.2, 128),                      # stopped by ASHA at 1
+               res("nan", "simclr", [r(1, 0.95), r(2, 0.0, diverged=True)], 0.3, 256),
+               res("rot", "rotation", [r(1, 0.4)], 0.05, 64)]                    # only a stopped trial
+    trials = trials_table(trial_rows("s", "knn_top1", 3, results)).to_pandas()
+    best = best_configs(trials)
+    assert best["simclr"]["trial_id"] == "done" and best["simclr"]["metric"] == 0.7
+    assert best["simclr"]["hp"] == {"lr": 0.1, "batch_size": 64} and best["simclr"]["seed"] == 3
+    assert type(best["simclr"]["hp"]["batch_size"]) is int and type(best["simclr"]["hp"]["lr"]) is float
+    assert best["rotation"]["trial_id"] == "rot"
+    assert best_configs(trials[trials["method"] == "none"]) == {}
