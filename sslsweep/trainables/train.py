@@ -198,7 +198,8 @@ class DeviceData:
         return DeviceData(torch.tensor(data.images, device=device), torch.tensor(data.labels, device=device), data)
 
     def idx(self, indices: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(indices).to(self.images.device)
+        # a copy: split indices from the object store are read-only too (and small)
+        return torch.tensor(indices, device=self.images.device)
 
     def pool(self) -> torch.Tensor:
         return self.images[self.idx(self.data.splits.train)]

@@ -162,3 +162,18 @@ def test_a_method_can_fix_its_own_optimizer_dcgans_adam() -> None:
     assert gan.optimizer.param_groups[0]["betas"] == (0.5, 0.999)
     simclr, _ = pretrainer("simclr")
     assert isinstance(simclr.optimizer, torch.optim.SGD)
+
+
+def test_read_only_split_indices_from_the_object_store_select_without_a_warning() -> None:
+    """Ray hands trials read-only arrays: selecting by a read-only index array picks the same rows
+    and does not make every trial log torch's non-writable-array warning."""
+    import warnings
+
+    data = tiny_data()
+    dd = DeviceData.put(data, torch.device("cpu"))
+    val = data.splits.val.copy()
+    val.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        picked = dd.images[dd.idx(val)]
+    assert torch.equal(picked, torch.from_numpy(data.images[data.splits.val]))
