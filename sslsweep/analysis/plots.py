@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,48 +82,39 @@ def accuracy_vs_budget(headline: pd.DataFrame) -> bytes:
     """Test accuracy (%) against label budget (log x), one colour per method, solid = linear probe,
     dashed = fine-tune, with 95% CI bands and error bars. One panel per budget kind."""
     _require_rows(headline, "headline")
-    kinds = sorted(headline["budget_kind"].astype(str).unique())
-    fig = Figure(figsize=(6.5 * len(kinds), 4.2))
-    colors = _colors(headline["method"].astype(str).tolist())
-    for kind, ax in _budget_axes(fig, kinds).items():
-        sub = headline[headline["budget_kind"] == kind]
-        for (method, protocol), g in sub.groupby(["method", "protocol"], sort=False):
-            _line_with_ci(ax, g["budget"].to_numpy(float), 100 * g["mean"].to_numpy(float),
-                          100 * g["ci"].to_numpy(float), colors[str(method)],
-                          LINESTYLE.get(str(protocol), ":"), f"{method} ({protocol})")
-        ax.set_xscale("log")
-        if kind == "fraction":
-            _fraction_ticks(ax, sub["budget"].astype(float).tolist())
-        ax.set_xlabel(_xlabel(kind))
-        ax.set_ylabel("test accuracy (%), mean ± 95% CI")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Accuracy vs label budget (solid: linear probe, dashed: fine-tune)")
-    return _png(fig)
+    return _budget_plot(headline, lambda g: (g["mean"], g["ci"]), "test accuracy (%), mean ± 95% CI",
+                        "Accuracy vs label budget (solid: linear probe, dashed: fine-tune)", zero_line=False)
 
 
 def gain_over_none(gain: pd.DataFrame) -> bytes:
     """Gain in test accuracy (percentage points) over the ``none`` baseline against label budget."""
     _require_rows(gain, "gain over none")
-    kinds = sorted(gain["budget_kind"].astype(str).unique())
+    return _budget_plot(gain, lambda g: (g["gain"], g["ci_high"] - g["gain"]), "gain over none (points), 95% CI",
+                        "Gain over a random-init encoder (none)", zero_line=True)
+
+
+def _budget_plot(df: pd.DataFrame, series: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], ylabel: str, title: str, *, zero_line: bool) -> bytes:
+    """One panel per budget kind, one line per (method, protocol): ``series(group)`` gives the
+    values and CI half-widths (fractions; drawn as percent / points)."""
+    kinds = sorted(df["budget_kind"].astype(str).unique())
     fig = Figure(figsize=(6.5 * len(kinds), 4.2))
-    colors = _colors(gain["method"].astype(str).tolist())
+    colors = _colors(df["method"].astype(str).tolist())
     for kind, ax in _budget_axes(fig, kinds).items():
-        sub = gain[gain["budget_kind"] == kind]
+        sub = df[df["budget_kind"] == kind]
         for (method, protocol), g in sub.groupby(["method", "protocol"], sort=False):
-            half = (g["ci_high"] - g["gain"]).to_numpy(float)
-            _line_with_ci(ax, g["budget"].to_numpy(float), 100 * g["gain"].to_numpy(float),
-                          100 * half, colors[str(method)], LINESTYLE.get(str(protocol), ":"),
-                          f"{method} ({protocol})")
-        ax.axhline(0.0, color="black", linewidth=0.8)
+            y, half = series(g)
+            _line_with_ci(ax, g["budget"].to_numpy(float), 100 * y.to_numpy(float), 100 * half.to_numpy(float),
+                          colors[str(method)], LINESTYLE.get(str(protocol), ":"), f"{method} ({protocol})")
+        if zero_line:
+            ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         if kind == "fraction":
             _fraction_ticks(ax, sub["budget"].astype(float).tolist())
         ax.set_xlabel(_xlabel(kind))
-        ax.set_ylabel("gain over none (points), 95% CI")
+        ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Gain over a random-init encoder (none)")
+    fig.suptitle(title)
     return _png(fig)
 
 
