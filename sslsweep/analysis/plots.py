@@ -93,7 +93,8 @@ def gain_over_none(gain: pd.DataFrame) -> bytes:
                         "Gain over a random-init encoder (none)", zero_line=True)
 
 
-def _budget_plot(df: pd.DataFrame, series: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], ylabel: str, title: str, *, zero_line: bool) -> bytes:
+def _budget_plot(df: pd.DataFrame, series: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], ylabel: str,
+                 title: str, *, zero_line: bool) -> bytes:
     """One panel per budget kind, one line per (method, protocol): ``series(group)`` gives the
     values and CI half-widths (fractions; drawn as percent / points)."""
     kinds = sorted(df["budget_kind"].astype(str).unique())
