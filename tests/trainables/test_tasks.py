@@ -422,3 +422,27 @@ def test_weights_of_another_encoder_are_rejected_naming_the_mismatch(tmp_path: P
     torch.save({"optimizer": {}}, tmp_path / "junk.pt")
     with pytest.raises(ConfigError, match="no encoder weights in it"):
         build_encoder(EncoderConfig("small_cnn", 4, weights=str(tmp_path / "junk.pt")), 1)
+
+
+def test_exemplar_seeds_are_distinct_images_when_k_exceeds_what_one_epoch_shows() -> None:
+    """100 distinct images in batches of 64: an epoch shows 64 of them (the partial batch is
+    dropped), so K = 64, and two epochs of the real loop store 64 different seed images; the
+    uncapped K = 100 would fill from the second epoch's permutation and store some image twice."""
+    from sslsweep.config import EncoderConfig, TrainerConfig
+    from sslsweep.trainables.data import Prepared, Splits, fingerprint
+    from sslsweep.trainables.train import DeviceData, Runtime, make_pretrainer, train_one_epoch
+
+    images = np.arange(100, dtype=np.uint8)[:, None, None, None].repeat(8, 2).repeat(8, 3)  # image i = all i
+    labels = np.zeros(100, dtype=np.int64)
+    data = Prepared(images=images, labels=labels, splits=Splits(train=np.arange(100), val=np.arange(0),
+                    test=np.arange(0)), classes=["0"], fingerprint=fingerprint(images, labels), hflip=False)
+    cpu = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
+    pre = make_pretrainer("exemplar", {"surrogate_classes": 5000, "strength": 1.0, "batch_size": 64, "lr": 0.01,
+                                       "weight_decay": 0.0}, data, EncoderConfig(width=4), TrainerConfig(), cpu,
+                          max_epochs=2, seed=0)
+    assert pre.task.k == 64
+    pool = DeviceData.put(data, cpu.device).pool()
+    for _ in range(2):
+        train_one_epoch(pre, pool)
+    seeds = pre.task.seeds[: int(pre.task.filled)]
+    assert int(pre.task.filled) == 64 and len(torch.unique(seeds[:, 0, 0, 0])) == 64

@@ -39,7 +39,8 @@ class Exemplar(PretextTask):
     colour); a K-way softmax classifier on the encoder's features learns to tell them apart.
 
     Seeds: the first K images of the (shuffled) pool the task receives are stored in a buffer (part
-    of the checkpoint); K is capped at the pool size. Every step draws a batch of seeds, transforms
+    of the checkpoint); K is capped at the images one epoch shows (the pool less its last partial
+    batch), so no image seeds two classes. Every step draws a batch of seeds, transforms
     each afresh and classifies it. As in the paper, only the K seeds are trained on.
 
     Large K: the classifier is parametric as in the paper, but when K exceeds ``num_sampled`` the
@@ -64,7 +65,12 @@ class Exemplar(PretextTask):
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
         k = int(self.hp["surrogate_classes"])
-        self.k = min(k, ctx.num_images) if ctx.num_images > 0 else k
+        if ctx.num_images > 0:
+            # capped at the images one epoch shows: it visits full batches only, and seeds stored
+            # from a second epoch would repeat images already held (two classes, one seed image)
+            bs = min(int(self.hp.get("batch_size", 128)), ctx.num_images)
+            k = min(k, ctx.num_images // bs * bs)
+        self.k = k
         self.strength = float(self.hp.get("strength", 1.0))
         self.num_sampled = int(self.hp.get("num_sampled", 4096))
         self.colour = BatchAugment(AugmentConfig(  # colour only: the crop is the whole image
