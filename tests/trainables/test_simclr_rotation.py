@@ -33,6 +33,20 @@ def test_nt_xent_equals_the_papers_formula() -> None:
         assert abs(nt_xent(z1, z2, tau).item() - nt_xent_reference(z1, z2, tau)) < 1e-5
 
 
+def test_nt_xent_stays_fp32_under_bf16_autocast() -> None:
+    """The trainer runs the step under bf16 autocast on CUDA (CPU autocast here, the same rule):
+    the loss must still equal the fp32 formula, with a float32 result. With the similarities
+    computed in bf16 this input's loss at tau = 0.05 moved by 1.6e-4."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(64, 128, generator=g), torch.randn(64, 128, generator=g)
+    z2 = z1 + 0.3 * z2  # positives similar to their anchors, as after training
+    for tau in (0.05, 0.5):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nt_xent(z1, z2, tau)
+        assert loss.dtype == torch.float32
+        assert abs(loss.item() - nt_xent(z1, z2, tau).item()) < 1e-5
+
+
 def test_nt_xent_is_low_when_views_agree_and_negatives_differ() -> None:
     """Identical, mutually orthogonal pairs give a far lower loss than random pairs."""
     eye = torch.eye(8)
