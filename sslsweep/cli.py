@@ -89,8 +89,35 @@ def _sweep_main(overrides: list[str]) -> None:
 
         run(lambda: run_sweep(sweep_cfg, raw))
 
+    _check_composes(overrides)
     sys.argv = [sys.argv[0], *overrides]
     app()
+
+
+def _check_composes(overrides: list[str]) -> None:
+    """A malformed override (``search.num_sample=3`` without ``+``, an unresolvable ``${...}``) as
+    one line: Hydra's own error is several lines and exits 1. Skipped when Hydra's flags are given
+    (``--help``, ``--cfg``, ``-m``): Hydra handles those itself."""
+    if any(o.startswith("-") for o in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sslsweep"):
+            cfg = compose(config_name="config", overrides=[o for o in overrides if not o.startswith("hydra.")])
+            OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(hydra_error(exc))
+
+
+def hydra_error(exc: BaseException) -> str:
+    """Hydra's or OmegaConf's several-line error as one line (its hint and key kept, links dropped)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    kept = [line.rstrip(".") for line in lines if line and not line.startswith(("See https://", "object_type="))]
+    return "; ".join(kept) or type(exc).__name__
 
 
 def run(start: Callable[[], str]) -> None:

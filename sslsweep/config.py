@@ -224,6 +224,28 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _seq_of(check: Any) -> Any:
+    return lambda v: isinstance(v, (list, tuple)) and all(check(x) for x in v)
+
+
+# The value types of the config fields, by their annotation: checked before any rule compares them.
+_TYPES: dict[str, tuple[Any, str]] = {
+    "int": (lambda v: _is_int(v), "must be an integer"),
+    "float": (_is_num, "must be a number"),
+    "bool": (lambda v: isinstance(v, bool), "must be true or false"),
+    "str": (lambda v: isinstance(v, str), "must be a string"),
+    "int | None": (lambda v: v is None or _is_int(v), "must be an integer or null"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "must be a string or null"),
+    "str | bool": (lambda v: isinstance(v, (str, bool)), "must be a string, true or false"),
+    "tuple[float, ...]": (_seq_of(_is_num), "must be a list of numbers"),
+    "tuple[int, ...]": (_seq_of(lambda v: _is_int(v)), "must be a list of integers"),
+}
+
+
 def _build(cls: type, raw: Mapping[str, Any] | None, key: str) -> Any:
     raw = dict(raw or {})
     names = {f.name for f in fields(cls)}
@@ -231,14 +253,26 @@ def _build(cls: type, raw: Mapping[str, Any] | None, key: str) -> Any:
     _require(not unknown, f"{key}.{unknown[0]}" if unknown else key, raw.get(unknown[0]) if unknown else None,
              f"unknown key; known keys: {', '.join(sorted(names))}")
     for f in fields(cls):
-        if f.name in raw and isinstance(raw[f.name], list):
+        if f.name not in raw:
+            continue
+        check, rule = _TYPES.get(str(f.type), (None, ""))
+        if check is not None:
+            _require(check(raw[f.name]), f"{key}.{f.name}", raw[f.name], rule)
+        if isinstance(raw[f.name], list):
             raw[f.name] = tuple(raw[f.name])
     return cls(**raw)
+
+
+# Keys a trial config holds besides the hyperparameters: a space may not name them.
+RESERVED_KEYS = ("method", "seed", "run", "source_trial_id")
 
 
 def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str) -> dict[str, ParamSpec]:
     """The method's space: the shared space with the method's own keys on top."""
     merged = {**dict(common or {}), **dict(own or {})}
+    for name in merged:
+        _require(name not in RESERVED_KEYS, f"{key}.{name}", merged[name],
+                 f"a hyperparameter may not be named {', '.join(RESERVED_KEYS)} (the trial's own keys)")
     return {name: parse_param(f"{key}.{name}", name, raw) for name, raw in merged.items()}
 
 
@@ -263,6 +297,9 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
                                                                  f"method.{name}.space")
         methods.append(MethodConfig(name=name, space=space))
 
+    for top in ("name", "resume"):
+        _require(raw.get(top) is None or isinstance(raw[top], str), top, raw.get(top), "must be a string or null")
+    _require(_is_int(raw.get("seed", 0)), "seed", raw.get("seed"), "must be an integer")
     known_top = {"dataset", "encoder", "method", "search", "resources", "trainer", "eval", "confirm",
                  "name", "storage", "resume", "seed"}
     unknown = sorted(set(raw) - known_top)
@@ -280,7 +317,7 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
         name=raw.get("name"),
         storage=str(raw.get("storage") or "runs"),
         resume=raw.get("resume"),
-        seed=int(raw.get("seed", 0)),
+        seed=raw.get("seed", 0),
     )
     validate(sweep)
     return sweep
@@ -299,8 +336,8 @@ def validate(cfg: SweepConfig) -> None:
     _check_dataset(cfg.dataset)
     _check_encoder(cfg)
     _check_search(cfg.search)
-    _check_resources(cfg.resources)
     _check_trainer(cfg.trainer)
+    _check_resources(cfg.resources, cfg.trainer)
     _check_eval(cfg.eval)
     _check_confirm(cfg)
     check_storage(cfg.storage, "storage")
@@ -335,6 +372,8 @@ def _check_dataset(d: DatasetConfig) -> None:
                  "every label fraction must be in (0, 1]")
     for k in d.labels_per_class:
         _require(_is_int(k) and k >= 1, "dataset.labels_per_class", k, "must be integers >= 1")
+    for key, values in (("dataset.label_fractions", d.label_fractions), ("dataset.labels_per_class", d.labels_per_class)):
+        _require(len(set(values)) == len(values), key, list(values), "has a budget twice; give each once")
 
 
 def _check_encoder(cfg: SweepConfig) -> None:
@@ -376,12 +415,14 @@ def _check_search(s: SearchConfig) -> None:
     _require(_is_int(s.max_failures) and s.max_failures >= 0, "search.max_failures", s.max_failures, "must be >= 0")
 
 
-def _check_resources(r: ResourcesConfig) -> None:
-    """Per-trial resources, including GPU fractions."""
+def _check_resources(r: ResourcesConfig, t: TrainerConfig) -> None:
+    """Per-trial resources, including GPU fractions; a trial asked to train on CUDA needs a GPU."""
     _require(isinstance(r.cpu, (int, float)) and r.cpu >= 1, "resources.cpu", r.cpu, "must be >= 1")
     _require(isinstance(r.gpu, (int, float)) and r.gpu >= 0, "resources.gpu", r.gpu, "must be >= 0")
     _require(r.gpu <= 1 or float(r.gpu).is_integer(), "resources.gpu", r.gpu,
              "a GPU fraction must be in (0, 1]; more than one GPU must be a whole number")
+    _require(not (t.device == "cuda" and r.gpu == 0), "trainer.device", t.device,
+             "cuda needs resources.gpu > 0 (Ray gives a trial without GPUs none to see)")
 
 
 def _check_trainer(t: TrainerConfig) -> None:

@@ -78,6 +78,11 @@ BAD = [
     (["resources.cpu=0"], r"resources.cpu = 0: must be >= 1"),
     (["storage=ftp://x/y"], r"storage = 'ftp://x/y': unknown URI scheme"),
     (["dataset.test_fraction=0"], r"dataset.test_fraction = 0: must be > 0 when the dataset has no test set"),
+    # Hydra's own several-line errors, as one line
+    (["search.num_sample=3"], r"Could not override 'search.num_sample'; To append to your config use \+search.num_sample=3"),
+    (["name=${foo}"], r"Interpolation key 'foo' not found; full_key: name"),
+    (["method=[simclr"], r"no viable alternative at input '\[simclr'"),
+    (["seed=abc"], r"seed = 'abc': must be an integer"),
 ]
 
 

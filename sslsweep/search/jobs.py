@@ -170,7 +170,7 @@ def check_overrides(overrides: list[str]) -> list[str]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from sslsweep.cli import CONF_DIR, check_group_overrides
+    from sslsweep.cli import CONF_DIR, check_group_overrides, hydra_error
     from sslsweep.config import ConfigError, from_dictconfig
 
     overrides = check_group_overrides(overrides)
@@ -178,7 +178,7 @@ def check_overrides(overrides: list[str]) -> list[str]:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="sslsweep"):
             cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        _fail(_first_line(exc))
+        _fail(hydra_error(exc))
     try:
         from_dictconfig(cfg)
     except ConfigError as exc:
