@@ -78,6 +78,7 @@ BAD = [
     (["resources.cpu=0"], r"resources.cpu = 0: must be >= 1"),
     (["storage=ftp://x/y"], r"storage = 'ftp://x/y': unknown URI scheme"),
     (["dataset.test_fraction=0"], r"dataset.test_fraction = 0: must be > 0 when the dataset has no test set"),
+    (["dataset.max_images=20"], r"dataset.max_images = 20: leaves the train split empty \(20 of 1797 images"),
     # Hydra's own several-line errors, as one line
     (["search.num_sample=3"], r"Could not override 'search.num_sample'; To append to your config use \+search.num_sample=3"),
     (["name=${foo}"], r"Interpolation key 'foo' not found; full_key: name"),

@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -94,11 +94,26 @@ def load_digits() -> ImageSet:
     return ImageSet(images=images, labels=labels, classes=[str(c) for c in range(10)])
 
 
+def _is_grey(pil_mode: str) -> bool:
+    return pil_mode in ("L", "1", "LA", "I", "F") or pil_mode.startswith("I;16")
+
+
+def _convert(im: Any, mode: str) -> Any:
+    """``im`` in ``mode`` (L or RGB). A 16-bit grey image (PNG/TIFF: Pillow's I and I;16 modes) is
+    scaled from 0..65535 to 0..255 first: Pillow's own convert clips it at 255."""
+    from PIL import Image
+
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        wide = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.round(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8), "L")
+    return im.convert(mode)
+
+
 def _decode_one(blob: bytes, size: int | None, mode: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(blob)) as im:
-        im = im.convert(mode)
+        im = _convert(im, mode)
         if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
@@ -112,12 +127,16 @@ def _decode_chunk(args: tuple[list[bytes], int | None, str, int]) -> np.ndarray 
         try:
             out.append(_decode_one(b, size, mode))
         except Exception as exc:  # PIL raises many types for bad bytes
-            return (offset + i, f"{type(exc).__name__}: {exc}")
-    try:
-        return np.stack(out)
-    except ValueError:
-        shapes = {a.shape for a in out}
-        return (offset, f"images of different sizes {sorted(shapes)[:3]}; set dataset.image_size to resize")
+            return (offset + i, f"is not a decodable image ({type(exc).__name__}: {exc})")
+    odd = next((i for i, a in enumerate(out) if a.shape != out[0].shape), None)
+    if odd is not None:
+        return (offset + odd, _size_message(out[odd].shape, out[0].shape, offset))
+    return np.stack(out)
+
+
+def _size_message(shape: tuple[int, ...], first: tuple[int, ...], first_row: int) -> str:
+    return (f"has size {shape[1]}x{shape[2]} ({shape[0]} channels), unlike row {first_row}'s {first[1]}x{first[2]} "
+            f"({first[0]}); set dataset.image_size to resize them all")
 
 
 def decode_images(blobs: Sequence[bytes], size: int | None, *, source: str, workers: int | None = None) -> np.ndarray:
@@ -131,7 +150,7 @@ def decode_images(blobs: Sequence[bytes], size: int | None, *, source: str, work
         raise ValueError(f"{source}: no images")
     try:
         with Image.open(io.BytesIO(blobs[0])) as first:
-            mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
+            mode = "L" if _is_grey(first.mode) else "RGB"
     except Exception as exc:
         raise ValueError(f"{source}: row 0 is not a decodable image ({type(exc).__name__}: {exc})") from None
     workers = workers or min(16, os.cpu_count() or 1)
@@ -144,10 +163,11 @@ def decode_images(blobs: Sequence[bytes], size: int | None, *, source: str, work
         parts = [_decode_chunk(j) for j in jobs]
     for p in parts:
         if isinstance(p, tuple):
-            raise ValueError(f"{source}: row {p[0]} is not a decodable image ({p[1]})")
-    shapes = {p.shape[1:] for p in parts}  # type: ignore[union-attr]
-    if len(shapes) > 1:
-        raise ValueError(f"{source}: images of different sizes {sorted(shapes)}; set dataset.image_size to resize")
+            row, problem = p
+            raise ValueError(f"{source}: row {row} {problem}")
+    for (_, _, _, i), p in zip(jobs, parts):  # chunks agree within themselves; now across them
+        if p.shape[1:] != parts[0].shape[1:]:  # type: ignore[union-attr]
+            raise ValueError(f"{source}: row {i} {_size_message(p.shape[1:], parts[0].shape[1:], 0)}")  # type: ignore[union-attr]
     return np.concatenate(parts)  # type: ignore[arg-type]
 
 
@@ -263,7 +283,11 @@ def _labels(table, column: str, path: str) -> np.ndarray:
         raise ConfigError("dataset.label_column", column, f"must be an integer column, got {col.type} in {path}")
     if col.null_count:
         raise ConfigError("dataset.label_column", column, f"has {col.null_count} null labels in {path}")
-    return col.to_numpy().astype(np.int64)
+    labels = col.to_numpy().astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise ConfigError("dataset.label_column", column,
+                          f"labels must be class ids >= 0; {path} has {int(labels.min())}")
+    return labels
 
 
 def load_parquet(path: str, cfg: DatasetConfig) -> ImageSet:
@@ -479,6 +503,18 @@ def check_data(cfg: SweepConfig) -> None:
                           "test.parquet beside train.parquet): the confirm phase measures test accuracy")
     all_labels = labels if test_labels is None else np.concatenate([labels, test_labels])
     splits = make_splits(all_labels, cfg.dataset, n_external_test=0 if test_labels is None else len(test_labels))
+    d = cfg.dataset
+    for split, idx, key, value in (("train", splits.train, "dataset.path", d.path),
+                                   ("validation", splits.val, "dataset.val_fraction", d.val_fraction),
+                                   ("test", splits.test, "dataset.test_fraction", d.test_fraction)):
+        if len(idx) == 0:
+            n = len(all_labels)
+            if d.max_images is not None:
+                key, value, kept, hint = "dataset.max_images", d.max_images, f"{d.max_images} of {n} images", "raise it"
+            else:
+                kept, hint = f"{n} images", ("the dataset is too small" if split == "train" else f"raise {key}")
+            raise ConfigError(key, value, f"leaves the {split} split empty ({kept}, val_fraction {d.val_fraction}, "
+                              f"test_fraction {d.test_fraction}): {hint}")
     counts = np.bincount(all_labels[splits.train])
     check_against_data(cfg, len(splits.train), int(counts[counts > 0].min()))
 

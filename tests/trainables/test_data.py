@@ -194,3 +194,45 @@ def test_fast_digits_reader_matches_scikit_learn() -> None:
     ours, ref = load_digits(), sk_digits()
     assert np.array_equal(ours.labels, ref.target)
     assert np.array_equal(ours.images[:, 0], np.round(ref.images * 255 / 16).astype(np.uint8))
+
+
+def _png16(values: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(values.astype(np.uint16)).save(buf, format="PNG")  # a 16-bit grey PNG
+    return buf.getvalue()
+
+
+def test_sixteen_bit_grey_images_are_scaled_not_clipped() -> None:
+    """A 16-bit grey PNG spans 0..65535: decoded to uint8 it must keep its contrast (value / 257),
+    where Pillow's own conversion clips everything above 255 to white."""
+    ramp = np.linspace(0, 65535, 64).reshape(8, 8)
+    out = data_mod.decode_images([_png16(ramp)], None, source="x", workers=1)
+    assert out.shape == (1, 1, 8, 8) and out.dtype == np.uint8
+    assert np.array_equal(out[0, 0], np.round(ramp / 257).astype(np.uint8))
+
+
+def test_an_image_of_another_size_is_named_by_its_row_and_size() -> None:
+    """Row 2 is 10x10 among 8x8 images: the error names row 2 and both sizes (not row 0 as 'not a
+    decodable image'). Across chunks too: 256 small rows, then 256 large ones (two chunks)."""
+    images, _ = make_images(4, channels=1)
+    odd, _ = make_images(1, size=10, channels=1)
+    small, large = encode_png(images[0]), encode_png(odd[0])
+    with pytest.raises(ValueError, match=r"^x: row 2 has size 10x10 \(1 channels\), unlike row 0's 8x8 \(1\); "
+                                         r"set dataset.image_size"):
+        data_mod.decode_images([small, small, large, small], None, source="x", workers=1)
+    with pytest.raises(ValueError, match=r"^x: row 256 has size 10x10 \(1 channels\), unlike row 0's 8x8"):
+        data_mod.decode_images([small] * 256 + [large] * 256, None, source="x", workers=2)
+
+
+def test_negative_parquet_labels_are_a_config_error(tmp_path: Path) -> None:
+    """Class ids below 0 fail on reading the labels, as one line naming the column and the value."""
+    images, labels = make_images(10)
+    labels[3] = -1
+    _write_parquet(tmp_path / "d.parquet", images, labels)
+    cfg = DatasetConfig(name="parquet", path=str(tmp_path / "d.parquet"), image_column="img")
+    with pytest.raises(ConfigError, match=r"dataset.label_column = 'label': labels must be class ids >= 0; .* has -1"):
+        read_labels(cfg)
