@@ -478,12 +478,28 @@ def _check_methods(cfg: SweepConfig) -> None:
                     _require(check(v), key, v, text)
         for name in task.required:
             _require(name in m.space, f"method.{m.name}.space.{name}", None, "required by this method")
-        if task.min_size > 4:
-            size = d.image_size or _NATIVE_SIZE.get(d.name)
-            if size is not None:
-                _require(size >= task.min_size, "dataset.image_size", size,
-                         f"method {m.name} needs images of at least {task.min_size}x{task.min_size}"
-                         f" (set dataset.image_size={task.min_size} or more)")
+    size = d.image_size or _NATIVE_SIZE.get(d.name)
+    if size is not None:  # otherwise known once decoded: check_image_shape
+        _check_min_size(cfg, size)
+
+
+def _check_min_size(cfg: SweepConfig, size: int) -> None:
+    from sslsweep.trainables.tasks import TASKS
+
+    for m in cfg.methods:
+        need = TASKS[m.name].min_size
+        _require(size >= need, "dataset.image_size", size,
+                 f"method {m.name} needs images of at least {need}x{need} (set dataset.image_size={need} or more)")
+
+
+def check_image_shape(cfg: SweepConfig, shape: Sequence[int]) -> None:
+    """Rules on the decoded images, (C, H, W): square, and large enough for every method. Run
+    after decoding, before Ray starts (the size of parquet and imagefolder data is known only then)."""
+    _, h, w = shape
+    _require(h == w, "dataset.image_size", cfg.dataset.image_size,
+             f"the images are {h}x{w} (height x width); the methods need square images: set dataset.image_size "
+             "to resize them")
+    _check_min_size(cfg, h)
 
 
 def _num(v: Any) -> bool:

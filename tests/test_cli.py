@@ -115,6 +115,29 @@ def test_undecodable_image_names_the_row_and_leaves_no_sweep(tmp_path: Path) -> 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_decoded_images_too_small_or_not_square_fail_before_ray_and_leave_no_sweep(tmp_path: Path) -> None:
+    """The size of parquet data is known only once decoded: 8x8 images for context (needs 16x16)
+    and 12x8 images for any method fail as one line, exit 2, before Ray starts, with no sweep left."""
+    import numpy as np
+
+    small = _parquet(tmp_path / "small.parquet")  # 8x8
+    images, labels = make_images(60, size=12)
+    tall = tmp_path / "tall.parquet"
+    pq.write_table(pa.table({"img": pa.array([{"bytes": encode_png(np.ascontiguousarray(im[:, :, :8]))} for im in images]),
+                             "label": pa.array(labels)}), tall)
+    common = ["dataset=parquet", "dataset.image_column=img", f"storage={tmp_path / 'runs'}",
+              "search.space.batch_size.choices=[8]", "dataset.label_fractions=[1.0]"]
+    for args, message in (
+            ([f"dataset.path={small}", "method=[context]"],
+             "dataset.image_size = 8: method context needs images of at least 16x16 (set dataset.image_size=16 or more)"),
+            ([f"dataset.path={tall}", "method=[simclr]"],
+             "dataset.image_size = None: the images are 12x8 (height x width); the methods need square images")):
+        status, err, _ = run_cli("sweep", *common, *args)
+        assert status == {"code": 2, "ray_started": False}
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_resume_of_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
     """`sslsweep resume DIR` and `sweep resume=DIR` on a non-sweep directory: one line, exit 2."""
     for args in (("resume", str(tmp_path)), ("sweep", f"resume={tmp_path}")):

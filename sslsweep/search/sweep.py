@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from sslsweep import __version__
-from sslsweep.config import ConfigError, SweepConfig, from_dictconfig, to_dict
+from sslsweep.config import ConfigError, SweepConfig, check_image_shape, from_dictconfig, to_dict
 from sslsweep.search.ray_init import check_storage_shared, init_ray
 from sslsweep.search.results import best_configs, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.storage import Storage, open_sweep_dir
@@ -126,6 +126,7 @@ class Sweep:
         """Run every stage not yet done; returns the sweep's URI."""
         check_data(self.cfg)
         data = prepare(self.cfg.dataset)
+        check_image_shape(self.cfg, data.shape)
         if self.manifest.get("dataset", {}).get("fingerprint") not in (None, data.fingerprint):
             raise ValueError(f"resume: the dataset changed since the sweep started (fingerprint "
                              f"{self.manifest['dataset']['fingerprint']} -> {data.fingerprint})")
