@@ -66,10 +66,9 @@ def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
 
 
 def _node() -> str:
-    try:
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # outside Ray (tests of the loop)
+    if not ray.is_initialized():  # outside Ray (tests of the loop): asking would start a local Ray
         return "local"
+    return ray.get_runtime_context().get_node_id()
 
 
 def _checkpoint_candidates(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
@@ -141,6 +140,7 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
     start_epoch = pre.epoch  # > 0 when this attempt resumed from a checkpoint
     pool = dd.pool()
     while pre.epoch < epochs:
+        result = None
         try:
             stats = train_epochs(pre, pool, s.eval_every)
         except (Diverged, torch.cuda.OutOfMemoryError) as exc:
@@ -148,7 +148,10 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
             msg = (f"out of GPU memory at batch size {hp.get('batch_size')}" if oom else str(exc))
             result = _progress(pre, None, t0) | {s.metric: 0.0, "diverged": 0 if oom else 1, "error": msg,
                                                   "epoch": pre.epoch + 1}
-            del pre
+        if result is not None:
+            # out of the except block: there the exception's traceback still holds the failed
+            # step's frames and tensors, and the memory could not be given back
+            del pre, pool
             _release(runtime)  # give the memory back to trials sharing the GPU
             tune.report(result)
             return None, False

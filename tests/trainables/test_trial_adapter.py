@@ -124,6 +124,41 @@ def test_out_of_memory_ends_the_trial_naming_the_batch_size(recorder: Recorder, 
     assert outcome(last, False, SETTINGS.max_epochs) == "failed"
 
 
+def test_out_of_memory_frees_the_trial_before_it_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the OOM result is reported the trial's model and the failed step's tensors are gone:
+    a trial sharing the GPU can have the memory while this one winds down. (Inside the except
+    block the exception's traceback kept both alive until the trial returned.)"""
+    import weakref
+
+    from sslsweep.trainables import train as train_mod
+
+    refs: dict[str, Any] = {}
+    real_make = trial_mod.make_pretrainer
+
+    def make(*a, **k):  # noqa: ANN002, ANN003
+        pre = real_make(*a, **k)
+        refs["task"] = weakref.ref(pre.task)
+        return pre
+
+    def oom_step(pre, images):  # noqa: ANN001
+        activations = torch.empty(1000)  # what the failing step had allocated
+        refs["step"] = weakref.ref(activations)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    alive_at_report: list[tuple[bool, bool]] = []
+
+    class Watching(Recorder):
+        def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
+            alive_at_report.append((refs["task"]() is not None, refs["step"]() is not None))
+            super().report(metrics, checkpoint)
+
+    monkeypatch.setattr(trial_mod, "tune", Watching())
+    monkeypatch.setattr(trial_mod, "make_pretrainer", make)
+    monkeypatch.setattr(train_mod, "train_one_epoch", oom_step)
+    search_trial(dict(CONFIG), tiny_data(), SETTINGS)
+    assert alive_at_report == [(False, False)]
+
+
 def test_diverged_trial_reports_once_as_diverged(recorder: Recorder) -> None:
     """A NaN loss: one final report flagged diverged, with the message; outcome 'diverged'."""
     search_trial({**CONFIG, "lr": 1e30}, tiny_data(), SETTINGS)
@@ -185,3 +220,14 @@ def test_worker_objects_are_frozen_once_not_again_by_later_trials() -> None:
         assert id(leftovers) in tracked and id(leftovers[0]) in tracked
     finally:
         gc.unfreeze()
+
+
+def test_node_outside_ray_is_local_and_starts_no_ray() -> None:
+    """Run outside Ray (the loop's tests, a notebook), a trial's node is 'local': asking Ray's
+    runtime context for it would start a local Ray instance as a side effect."""
+    import subprocess
+    import sys
+
+    code = "import ray; from sslsweep.trainables.trial import _node; print(_node(), ray.is_initialized())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["local", "False"], out.stderr[-2000:]
