@@ -252,7 +252,7 @@ def best_rows(data: ReportData) -> list[list[str]]:
 
 BEST_HEADER = ["method", "trial", "metric", "at epoch", "chosen among", "hyperparameters"]
 COST_HEADER = ["method", "trials", "completed", "stopped (ASHA)", "failed", "diverged",
-               "epochs trained", "epochs if all ran max_epochs", "epochs saved"]
+               "epochs trained", "epochs without ASHA", "epochs saved (ASHA)"]
 
 
 def cost_rows(cost: pd.DataFrame) -> list[list[str]]:

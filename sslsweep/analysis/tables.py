@@ -201,9 +201,11 @@ def search_cost(trials: pd.DataFrame, max_epochs: int | Mapping[str, int] | None
     ``max_epochs`` is ``config.search.max_epochs`` (an int, or a mapping sweep_id -> int for
     combined sweeps). Columns: ``method``, ``trials``, ``completed``, ``stopped`` (by ASHA),
     ``failed``, ``diverged``, ``epochs_trained`` (sum over trials of the largest epoch reached),
-    ``epochs_full`` (trials x max_epochs: every trial run to the end; 0 for a method that does
-    not pretrain, i.e. whose trials all end at epoch 0), ``epochs_saved``
-    (``epochs_full - epochs_trained``) and ``saved_frac``.
+    ``epochs_saved`` (what ASHA saved: over the stopped trials, max_epochs minus the epoch each
+    was stopped at; failed and diverged trials ended on their own and save nothing),
+    ``epochs_full`` (``epochs_trained + epochs_saved``: the cost without early stopping; 0 for a
+    method that does not pretrain, i.e. whose trials all end at epoch 0) and ``saved_frac``
+    (``epochs_saved / epochs_full``).
     """
     summary = trial_summary(trials)
     summary["full"] = [_max_epochs_for(r, max_epochs) for _, r in summary.iterrows()]
@@ -212,15 +214,16 @@ def search_cost(trials: pd.DataFrame, max_epochs: int | Mapping[str, int] | None
         g = summary[summary["method"] == method]
         counts = g["status"].value_counts()
         trained = int(g["max_epoch"].sum())
-        full = float(g["full"].sum()) if g["full"].notna().all() else math.nan
+        stopped = g[g["status"] == "stopped"]
+        saved = float((stopped["full"] - stopped["max_epoch"]).sum()) if stopped["full"].notna().all() else math.nan
+        full = trained + saved
         if _no_pretraining(g):
-            full = 0.0  # e.g. `none`: its completed trials end at epoch 0; there is nothing to save
+            full = saved = 0.0  # e.g. `none`: its completed trials end at epoch 0; there is nothing to save
         rows.append({
             "method": method, "trials": len(g),
             **{s: int(counts.get(s, 0)) for s in ("completed", "stopped", "failed", "diverged")},
-            "epochs_trained": trained, "epochs_full": full,
-            "epochs_saved": full - trained if math.isfinite(full) else math.nan,
-            "saved_frac": (full - trained) / full if math.isfinite(full) and full > 0 else math.nan,
+            "epochs_trained": trained, "epochs_full": full, "epochs_saved": saved,
+            "saved_frac": saved / full if math.isfinite(full) and full > 0 else math.nan,
         })
     cols = ["method", "trials", "completed", "stopped", "failed", "diverged", "epochs_trained",
             "epochs_full", "epochs_saved", "saved_frac"]

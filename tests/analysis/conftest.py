@@ -44,7 +44,7 @@ def search_trials(sweep_id: str = "sw1") -> pd.DataFrame:
     t4 failed before its first report (epoch 0, no metric)  -> 0
     t5 diverged after epoch 1 (0.2, then NaN loss at 2)      -> 2
     t6 stopped at rung 1 (metric 0.15)                      -> 1
-    Trained 16 epochs; 6 x 9 = 54 if all had run; saved 38. ASHA stops: rung 1: 2, rung 3: 1.
+    Trained 16 epochs; ASHA saved 8 + 6 + 8 = 22 (38 without it). ASHA stops: rung 1: 2, rung 3: 1.
     rotation: r1 completed (0.7 at epoch 9), r2 stopped at rung 3 (0.4).
     """
     s = sweep_id

@@ -145,18 +145,20 @@ def test_gain_over_none_is_empty_without_the_baseline(budget: pd.DataFrame) -> N
 
 
 def test_search_cost_counts_statuses_and_epochs_saved(trials: pd.DataFrame) -> None:
-    """simclr: 6 trials (1 completed, 3 stopped, 1 failed, 1 diverged); 16 epochs trained of 54."""
+    """simclr: 6 trials (1 completed, 3 stopped, 1 failed, 1 diverged); 16 epochs trained. ASHA
+    saved only what it cut from the stopped trials (8 + 6 + 8 of 9 epochs each): the failed and
+    diverged trials ended on their own and count as no saving."""
     cost = tables.search_cost(trials, 9)
     row = _cell(cost, method="simclr")
     assert (row["trials"], row["completed"], row["stopped"], row["failed"], row["diverged"]) == (6, 1, 3, 1, 1)
     assert row["epochs_trained"] == 9 + 1 + 3 + 0 + 2 + 1
-    assert row["epochs_full"] == 54 and row["epochs_saved"] == 38
-    assert row["saved_frac"] == pytest.approx(38 / 54)
+    assert row["epochs_saved"] == 8 + 6 + 8 and row["epochs_full"] == 16 + 22
+    assert row["saved_frac"] == pytest.approx(22 / 38)
 
 
 def test_search_cost_uses_max_epochs_per_sweep_when_combined(trials: pd.DataFrame) -> None:
     """A mapping sweep_id -> max_epochs is honoured; an unknown sweep leaves epochs_full NaN."""
-    assert _cell(tables.search_cost(trials, {"sw1": 10}), method="simclr")["epochs_full"] == 60
+    assert _cell(tables.search_cost(trials, {"sw1": 10}), method="simclr")["epochs_full"] == 16 + 9 + 7 + 9
     assert math.isnan(_cell(tables.search_cost(trials, {"other": 10}), method="simclr")["epochs_saved"])
 
 
