@@ -227,6 +227,28 @@ def _check_fingerprints(sweeps: Sequence[Sweep]) -> None:
                 f"{fingerprint(other.manifest)} ({other.uri}): combined sweeps must share a dataset")
 
 
+# The dataset keys that decide the train/val/test split and the label subsets drawn from it.
+SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "max_images")
+
+
+def _split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    dataset = (manifest.get("config") or {}).get("dataset") or {}
+    return {k: dataset.get(k) for k in SPLIT_KEYS}
+
+
+def _check_same_splits(sweeps: Sequence[Sweep]) -> None:
+    """The same pixels split differently give other test sets: a seed-paired comparison across
+    such sweeps would pair accuracies measured on different images."""
+    first = _split_settings(sweeps[0].manifest)
+    for other in sweeps[1:]:
+        theirs = _split_settings(other.manifest)
+        if theirs != first:
+            key = next(k for k in SPLIT_KEYS if theirs[k] != first[k])
+            raise ValueError(f"config dataset.{key} is {first[key]!r} in {sweeps[0].uri} and {theirs[key]!r} in "
+                             f"{other.uri}: combined sweeps must split the dataset the same way "
+                             f"({', '.join(SPLIT_KEYS)})")
+
+
 def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
     key = ["method", "seed", "budget_kind", "budget", "protocol"]
     if budget.empty:
@@ -245,7 +267,7 @@ def combine(sweeps: Sequence[Sweep]) -> Sweep:
     """Concatenate several sweeps of the same dataset into one.
 
     Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
-    the selection ``metric`` and ``mode``; sweep ids are distinct; no method x seed x budget x
+    the split settings (:data:`SPLIT_KEYS` of ``config.dataset``), the selection ``metric`` and ``mode``; sweep ids are distinct; no method x seed x budget x
     protocol row appears twice. A method present in several sweeps has its Optuna study dropped
     (importances then come from the combined trials table).
     """
@@ -254,6 +276,7 @@ def combine(sweeps: Sequence[Sweep]) -> Sweep:
     if len(sweeps) == 1:
         return sweeps[0]
     _check_fingerprints(sweeps)
+    _check_same_splits(sweeps)
     _check_same(sweeps, "metric", "combined sweeps must select on the same metric")
     _check_same(sweeps, "mode", "combined sweeps must optimise in the same mode")
     ids = [str(s.manifest.get("sweep_id")) for s in sweeps]

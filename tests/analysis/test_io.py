@@ -139,6 +139,25 @@ def test_combine_with_different_dataset_fingerprints_names_both(make_sweep: Call
         sio.combine(sweeps)
 
 
+def test_combine_with_different_splits_of_the_same_data_is_rejected(make_sweep: Callable[..., str],
+                                                                   build: SimpleNamespace) -> None:
+    """Same pixels (same fingerprint), other split seed: other test images, so no pairing by seed;
+    the same split settings combine."""
+    dataset = {"split_seed": 0, "val_fraction": 0.15, "test_fraction": 0.2, "max_images": None}
+    first, second = build.manifest("sw1"), build.manifest("sw2")
+    first["config"]["dataset"] = dict(dataset)
+    second["config"]["dataset"] = {**dataset, "split_seed": 1}
+    a = make_sweep("a", trials=build.search_trials("sw1"), budget=build.confirm_budget("sw1"), manifest=first)
+    rows = build.budget_rows("simclr", {(0.01, "linear"): [0.61, 0.62]}, [10, 11], sweep_id="sw2")
+    b = make_sweep("b", trials=build.search_trials("sw2"), budget=pd.DataFrame(rows), manifest=second)
+    with pytest.raises(ValueError, match=r"config dataset.split_seed is 0 in .* and 1 in .*: combined sweeps must "
+                                         r"split the dataset the same way"):
+        sio.combine([sio.open_sweep(a), sio.open_sweep(b)])
+    second["config"]["dataset"] = dict(dataset)
+    c = make_sweep("c", trials=build.search_trials("sw2"), budget=pd.DataFrame(rows), manifest=second)
+    assert len(sio.combine([sio.open_sweep(a), sio.open_sweep(c)]).parts) == 2
+
+
 def test_combine_with_different_metrics_is_rejected(make_sweep: Callable[..., str], build: SimpleNamespace) -> None:
     """Selection on different metrics is not comparable."""
     with pytest.raises(ValueError, match=r"manifest metric differs.*same metric"):
