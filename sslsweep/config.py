@@ -9,6 +9,7 @@ live in :func:`check_against_data`, called once the labels are known and still b
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -265,6 +266,22 @@ def _build(cls: type, raw: Mapping[str, Any] | None, key: str) -> Any:
 
 # Keys a trial config holds besides the hyperparameters: a space may not name them.
 RESERVED_KEYS = ("method", "seed", "run", "source_trial_id")
+# Hyperparameters the trainer reads for every method (a method may fix them in its space).
+TRAINER_PARAMS = ("optimizer", "beta1")
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@functools.lru_cache(maxsize=None)
+def known_params(method: str) -> frozenset[str]:
+    """The hyperparameter names ``method`` reads: its own config file's space
+    (``conf/method/<method>.yaml``), the shared space (``conf/search/*.yaml``) and
+    :data:`TRAINER_PARAMS`. Any other name in a space would be searched or fixed for nothing."""
+    own_file = CONF_DIR / "method" / f"{method}.yaml"
+    own = (OmegaConf.load(own_file).get(method) or {}).get("space") or {} if own_file.exists() else {}
+    shared: set[str] = set()
+    for f in sorted((CONF_DIR / "search").glob("*.yaml")):
+        shared |= set(OmegaConf.load(f).get("space") or {})
+    return frozenset(set(own) | shared | set(TRAINER_PARAMS))
 
 
 def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str) -> dict[str, ParamSpec]:
@@ -295,6 +312,10 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
         _require(not extra, f"method.{name}", sorted(extra), "a method config takes only 'space'")
         space = {} if not TASKS[name].pretrains else merge_space(common_space, body.get("space") or {},
                                                                  f"method.{name}.space")
+        for param in space:
+            known = known_params(name)
+            _require(param in known, f"method.{name}.space.{param}", space[param].to_dict(),
+                     f"method {name} has no such hyperparameter; known: {', '.join(sorted(known))}")
         methods.append(MethodConfig(name=name, space=space))
 
     for top in ("name", "resume"):

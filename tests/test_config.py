@@ -91,6 +91,11 @@ RULES = [
     (["trainer.device=cuda"], r"trainer.device = 'cuda': cuda needs resources.gpu > 0"),
     (["+method.simclr.space.method=rotation"], r"method.simclr.space.method = 'rotation': a hyperparameter may not be named"),
     (["+search.space.seed=3"], r"method.simclr.space.seed = 3: a hyperparameter may not be named"),
+    (["+method.simclr.space.temprature=0.3"],
+     r"method.simclr.space.temprature = 0.3: method simclr has no such hyperparameter; known: batch_size, beta1, "
+     r"crop_min, lr, optimizer, proj_dim, strength, temperature, weight_decay$"),
+    (["+search.space.lerning_rate={type:uniform,low:0.1,high:0.2}"],
+     r"method.simclr.space.lerning_rate = \{'type': 'uniform', 'low': 0.1, 'high': 0.2\}: method simclr has no such"),
     # value types, checked before any rule compares them
     (["search.num_samples=2.0"], r"search.num_samples = 2.0: must be an integer$"),
     (["dataset.val_fraction=abc"], r"dataset.val_fraction = 'abc': must be a number"),

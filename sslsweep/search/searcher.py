@@ -31,6 +31,18 @@ class HonestOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's snapshot of the searcher, reading the journal file as it is now.
+
+        Optuna's journal backend pickles the byte offset of every log line it had read. The
+        file it reopens can differ from the one the snapshot saw (a copy downloaded from remote
+        storage, older than the lost local one), and a stale offset makes it skip or garble the
+        lines written after the restore; so the offsets are read afresh."""
+        super().restore(checkpoint_path)
+        backend = getattr(getattr(self._ot_study, "_storage", None), "_backend", None)
+        if isinstance(getattr(backend, "_log_number_offset", None), dict):
+            backend._log_number_offset = {0: 0}
+
     def _finished_in_study(self, trial_id: str) -> bool:
         """Whether the study's storage already holds this trial as finished.
 
@@ -39,7 +51,15 @@ class HonestOptunaSearch(OptunaSearch):
         is still running as far as Tune knows, and is resumed. The journal is the truth; the
         resumed trial's further results are not reported to Optuna again.
         """
-        finished = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).state.is_finished()
+        try:
+            finished = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).state.is_finished()
+        except KeyError:
+            # the journal lacks the trial: it was lost with the driver's local copy (a sweep on
+            # remote storage resumed on another machine after the journal's last upload). The
+            # trial runs on; Optuna cannot record it, and the rest of the study goes on.
+            log.warning("trial %s is not in the Optuna journal (lost with the previous driver's copy): "
+                        "its results are not recorded in the study", trial_id)
+            finished = True
         if finished:
             self._completed_trials.add(trial_id)
         return finished

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,52 @@ class Storage:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(self.read_bytes(rel))
         return True
+
+
+class Mirror:
+    """Copies a local append-only log (Optuna's journal) to ``rel`` in ``storage`` every ``every``
+    seconds while the ``with`` block runs, and once more when it ends.
+
+    Only whole lines go up: a line being appended at that moment waits for the next copy, so the
+    copy is always a journal Optuna can replay. A failed copy is logged and retried next time.
+    Without it a sweep on remote storage kept the journal only on the driver until the method's
+    search ended, and a driver lost mid-search took the study with it.
+    """
+
+    def __init__(self, storage: Storage, local: Path, rel: str, every: float = 30.0) -> None:
+        self.storage, self.local, self.rel, self.every = storage, local, rel, every
+        self._sent: bytes | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"mirror {rel}", daemon=True)
+
+    def __enter__(self) -> "Mirror":
+        self.push()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.push()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.push()
+
+    def push(self) -> None:
+        """Upload the whole lines of the log if they changed since the last upload."""
+        if not self.local.exists():
+            return
+        data = self.local.read_bytes()
+        data = data[:data.rfind(b"\n") + 1]
+        if not data or data == self._sent:
+            return
+        try:
+            self.storage.write_bytes(self.rel, data)
+        except Exception as exc:  # a network hiccup must not end the search: retried next time
+            logging.getLogger(__name__).warning("could not copy %s to %s: %s", self.local, self.rel, exc)
+            return
+        self._sent = data
 
 
 def open_sweep_dir(uri: str, key: str = "resume") -> Storage:

@@ -8,6 +8,7 @@ Optuna studies keep their history in their journal files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import logging
@@ -25,7 +26,7 @@ from sslsweep import __version__
 from sslsweep.config import ConfigError, SweepConfig, check_image_shape, from_dictconfig, to_dict
 from sslsweep.search.ray_init import check_storage_shared, init_ray
 from sslsweep.search.results import best_configs, budget_rows, budget_table, trial_rows, trials_table
-from sslsweep.search.storage import Storage, open_sweep_dir
+from sslsweep.search.storage import Mirror, Storage, open_sweep_dir
 from sslsweep.trainables.data import budgets, check_data, prepare
 
 log = logging.getLogger("sslsweep")
@@ -181,7 +182,10 @@ class Sweep:
                 self.st.download(f"optuna/{method.name}.journal", journal)
             t0 = time.time()
             done = method.name in self.manifest["progress"]["searched"]
-            grid = self._search_method(trainable, method, journal, done=done)
+            # remote storage: the journal goes up while the search runs, so a new driver can resume it
+            with Mirror(self.st, journal, f"optuna/{method.name}.journal", JOURNAL_UPLOAD_S) \
+                    if self.st.remote and not done else contextlib.nullcontext():
+                grid = self._search_method(trainable, method, journal, done=done)
             rows = trial_rows(self.manifest["sweep_id"], self.metric, self.cfg.search.max_epochs, grid)
             all_rows += rows
             self.configs.update({r.metrics.get("trial_id"): dict(r.config) for r in grid if r.metrics})
@@ -191,8 +195,6 @@ class Sweep:
                 cost["search_device_s"] = sum(r.metrics.get("trial_wall_s", 0.0) for r in grid if r.metrics) \
                     * self._device_count()
                 self.manifest["progress"]["searched"].append(method.name)
-            if self.st.remote and journal.exists():
-                self.st.upload(journal, f"optuna/{method.name}.journal")
             self.st.write_table("trials.parquet", trials_table(all_rows))  # after every method: nothing lost
             self.save_manifest()
         phase["finished"] = _now()
@@ -313,6 +315,7 @@ class Sweep:
 
 
 MAX_TOP_UPS = 3  # rounds of topping up a search that a crash left short
+JOURNAL_UPLOAD_S = 30.0  # how often a running search's Optuna journal is copied to remote storage
 
 
 def _top_up_name(method: str, top_up: int) -> str:

@@ -114,6 +114,38 @@ def test_restored_searcher_older_than_the_journal_skips_trials_the_journal_finis
     assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.3, 2: 0.4}
 
 
+def test_restored_searcher_whose_journal_lost_a_trial_goes_on(tmp_path) -> None:  # noqa: ANN001
+    """A sweep on remote storage resumed on another machine: the journal there predates a running
+    trial (it was asked after the last upload). That trial's results cannot be recorded, but the
+    resumed search must not crash on them (it raised KeyError 'Record does not exist'), and new
+    trials are asked and told as usual."""
+    import shutil
+
+    from sslsweep.search.tuner import journal_storage
+
+    journal = tmp_path / "study.log"
+
+    def make() -> HonestOptunaSearch:
+        m = method(lr={"type": "loguniform", "low": 1e-3, "high": 1.0})
+        return HonestOptunaSearch(space=DefineByRun(m, seed=7), metric="knn_top1", mode="max",
+                                  sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=2,
+                                  storage=journal_storage(journal), study_name="simclr")
+
+    before = make()
+    shutil.copy(journal, tmp_path / "uploaded.log")  # the last upload: the study, no trial yet
+    before.suggest("t1")
+    before.on_trial_result("t1", {"knn_top1": 0.3, "training_iteration": 1, "epoch": 1})
+    before.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot knows t1
+    shutil.copy(tmp_path / "uploaded.log", journal)  # the new machine has only the uploaded journal
+    after = make()
+    after.restore(str(tmp_path / "searcher.pkl"))
+    after.on_trial_result("t1", {"knn_top1": 0.5, "training_iteration": 2, "epoch": 2})
+    after.on_trial_complete("t1", {"knn_top1": 0.5, "training_iteration": 2, "epoch": 2})
+    _run(after, "t2", [0.4, 0.7])
+    trials = optuna.load_study(study_name="simclr", storage=journal_storage(journal)).trials
+    assert [(t.state, t.value) for t in trials] == [(TrialState.COMPLETE, 0.7)]
+
+
 def test_trials_asked_but_never_run_are_closed_as_fail(tmp_path) -> None:  # noqa: ANN001
     """A trial Optuna handed out just before a driver crash, which the restored experiment never
     runs, must not stay RUNNING forever (TPE would treat it as pending); finished trials keep their state."""

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sslsweep.config import ConfigError, DatasetConfig
-from sslsweep.search.storage import Storage, open_sweep_dir
+from sslsweep.search.storage import Mirror, Storage, open_sweep_dir
 from sslsweep.trainables import data as data_mod
 from sslsweep.trainables.data import load_digits, prepare, read_labels
 from tests.search.conftest import S3Server, clean_env, kill_group, kill_marked, sslsweep
@@ -80,6 +80,25 @@ def test_storage_round_trip_on_s3(s3_env: S3Server) -> None:
     assert pq.read_table(io.BytesIO(st.read_bytes("trials.parquet"))).column("x").to_pylist() == [1, 2]
     with pytest.raises(ConfigError, match=r"resume = 's3://sslsweep-test/unit/none': not a sweep directory"):
         open_sweep_dir(s3_env.uri("unit", "none"))
+
+
+def test_mirror_keeps_a_copy_of_the_growing_journal_while_the_search_runs(s3_env: S3Server, tmp_path: Path) -> None:
+    """The Optuna journal reaches S3 when the search starts, again while it runs (whole lines
+    only: a half-written line would make the copy unreadable for Optuna), and at the end."""
+    st = Storage(s3_env.uri("unit", "mirror"))
+    journal, rel = tmp_path / "simclr.journal", "optuna/simclr.journal"
+    journal.write_bytes(b'{"op": 0}\n')
+    with Mirror(st, journal, rel, every=0.05):
+        assert st.read_bytes(rel) == b'{"op": 0}\n'
+        with journal.open("ab") as f:
+            f.write(b'{"op": 1}\n{"op"')  # the second line is still being written
+        deadline = time.time() + 20
+        while st.read_bytes(rel) == b'{"op": 0}\n' and time.time() < deadline:
+            time.sleep(0.05)
+        assert st.read_bytes(rel) == b'{"op": 0}\n{"op": 1}\n'
+        with journal.open("ab") as f:
+            f.write(b': 2}\n')
+    assert st.read_bytes(rel) == journal.read_bytes() == b'{"op": 0}\n{"op": 1}\n{"op": 2}\n'
 
 
 def test_parquet_dataset_is_read_from_s3_once_and_cached(s3_env: S3Server, cache_dir: Path,
