@@ -20,7 +20,8 @@ CASES = [
     ["search.space.batch_size.choices=[4096]"], ["dataset.label_fractions=[0.1,2]"],
     ["dataset.labels_per_class=[1000]"], ["dataset=parquet", "dataset.path=/no/such.parquet"],
     ["search.num_samples=0"], ["search.grace_period=50"], ["resources.gpu=2.5"], ["storage=ftp://x/y"],
-    ["resume=/tmp"],
+    ["resume=/tmp"], ["search.num_sample=3"], ["seed=abc"], ["+method.simclr.space.temprature=0.3"],
+    ["dataset.max_images=20"],
 ]
 
 
