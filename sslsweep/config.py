@@ -288,8 +288,8 @@ def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str) -> 
     """The method's space: the shared space with the method's own keys on top."""
     merged = {**dict(common or {}), **dict(own or {})}
     for name in merged:
-        _require(name not in RESERVED_KEYS, f"{key}.{name}", merged[name],
-                 f"a hyperparameter may not be named {', '.join(RESERVED_KEYS)} (the trial's own keys)")
+        _require(name not in RESERVED_KEYS, f"{key}.{name}" if name in (own or {}) else f"search.space.{name}",
+                 merged[name], f"a hyperparameter may not be named {', '.join(RESERVED_KEYS)} (the trial's own keys)")
     return {name: parse_param(f"{key}.{name}", name, raw) for name, raw in merged.items()}
 
 
@@ -312,13 +312,17 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
         _require(not extra, f"method.{name}", sorted(extra), "a method config takes only 'space'")
         space = {} if not TASKS[name].pretrains else merge_space(common_space, body.get("space") or {},
                                                                  f"method.{name}.space")
+        own = body.get("space") or {}
         for param in space:
             known = known_params(name)
-            _require(param in known, f"method.{name}.space.{param}", space[param].to_dict(),
+            key = f"method.{name}.space.{param}" if param in own else f"search.space.{param}"
+            _require(param in known, key, space[param].to_dict(),
                      f"method {name} has no such hyperparameter; known: {', '.join(sorted(known))}")
         methods.append(MethodConfig(name=name, space=space))
 
     for top in ("name", "resume"):
+        if _is_num(raw.get(top)):  # Hydra reads name=2024 as a number
+            raw[top] = str(raw[top])
         _require(raw.get(top) is None or isinstance(raw[top], str), top, raw.get(top), "must be a string or null")
     _require(_is_int(raw.get("seed", 0)), "seed", raw.get("seed"), "must be an integer")
     known_top = {"dataset", "encoder", "method", "search", "resources", "trainer", "eval", "confirm",

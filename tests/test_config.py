@@ -90,12 +90,12 @@ RULES = [
     (["dataset.labels_per_class=[5,5]"], r"dataset.labels_per_class = \[5, 5\]: has a budget twice"),
     (["trainer.device=cuda"], r"trainer.device = 'cuda': cuda needs resources.gpu > 0"),
     (["+method.simclr.space.method=rotation"], r"method.simclr.space.method = 'rotation': a hyperparameter may not be named"),
-    (["+search.space.seed=3"], r"method.simclr.space.seed = 3: a hyperparameter may not be named"),
+    (["+search.space.seed=3"], r"search.space.seed = 3: a hyperparameter may not be named"),
     (["+method.simclr.space.temprature=0.3"],
      r"method.simclr.space.temprature = 0.3: method simclr has no such hyperparameter; known: batch_size, beta1, "
      r"crop_min, lr, optimizer, proj_dim, strength, temperature, weight_decay$"),
     (["+search.space.lerning_rate={type:uniform,low:0.1,high:0.2}"],
-     r"method.simclr.space.lerning_rate = \{'type': 'uniform', 'low': 0.1, 'high': 0.2\}: method simclr has no such"),
+     r"search.space.lerning_rate = \{'type': 'uniform', 'low': 0.1, 'high': 0.2\}: method simclr has no such"),
     # value types, checked before any rule compares them
     (["search.num_samples=2.0"], r"search.num_samples = 2.0: must be an integer$"),
     (["dataset.val_fraction=abc"], r"dataset.val_fraction = 'abc': must be a number"),
@@ -162,3 +162,9 @@ def test_only_transfer_starts_from_the_given_weights() -> None:
     assert encoder_config_for("transfer", cfg).weights == "/some/file.pt"
     for method in ("none", "simclr", "rotation"):
         assert encoder_config_for(method, cfg).weights is None
+
+
+def test_a_numeric_sweep_name_is_kept_as_text() -> None:
+    """Hydra reads name=2024 as a number; it is a name all the same (and a saved sweep named so
+    must still resume)."""
+    assert load("name=2024").name == "2024"

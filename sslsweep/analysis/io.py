@@ -227,13 +227,21 @@ def _check_fingerprints(sweeps: Sequence[Sweep]) -> None:
                 f"{fingerprint(other.manifest)} ({other.uri}): combined sweeps must share a dataset")
 
 
-# The dataset keys that decide the train/val/test split and the label subsets drawn from it.
-SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "max_images")
+# What decides the train/val/test split and the label subsets drawn from it, besides the pixels:
+# the config's split settings and the split sizes the sweep recorded. (test_fraction is left out:
+# with a test set of the dataset's own it is unused; where it is used the test size shows it.)
+SPLIT_KEYS = ("config.dataset.split_seed", "config.dataset.val_fraction", "config.dataset.max_images",
+              "dataset.n_train", "dataset.n_val", "dataset.n_test")
 
 
 def _split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
-    dataset = (manifest.get("config") or {}).get("dataset") or {}
-    return {k: dataset.get(k) for k in SPLIT_KEYS}
+    out = {}
+    for key in SPLIT_KEYS:
+        value: Any = manifest
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
 
 
 def _check_same_splits(sweeps: Sequence[Sweep]) -> None:
@@ -244,9 +252,8 @@ def _check_same_splits(sweeps: Sequence[Sweep]) -> None:
         theirs = _split_settings(other.manifest)
         if theirs != first:
             key = next(k for k in SPLIT_KEYS if theirs[k] != first[k])
-            raise ValueError(f"config dataset.{key} is {first[key]!r} in {sweeps[0].uri} and {theirs[key]!r} in "
-                             f"{other.uri}: combined sweeps must split the dataset the same way "
-                             f"({', '.join(SPLIT_KEYS)})")
+            raise ValueError(f"manifest {key} is {first[key]!r} in {sweeps[0].uri} and {theirs[key]!r} in "
+                             f"{other.uri}: combined sweeps must split the dataset the same way")
 
 
 def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
@@ -267,7 +274,7 @@ def combine(sweeps: Sequence[Sweep]) -> Sweep:
     """Concatenate several sweeps of the same dataset into one.
 
     Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
-    the split settings (:data:`SPLIT_KEYS` of ``config.dataset``), the selection ``metric`` and ``mode``; sweep ids are distinct; no method x seed x budget x
+    the split (:data:`SPLIT_KEYS`), the selection ``metric`` and ``mode``; sweep ids are distinct; no method x seed x budget x
     protocol row appears twice. A method present in several sweeps has its Optuna study dropped
     (importances then come from the combined trials table).
     """

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -31,17 +33,35 @@ class HonestOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Tune's snapshot of the searcher, reading the journal file as it is now.
+    # Where this process keeps each study's journal (study name -> path), set by the sweep before
+    # it restores a search: the snapshot holds the path of the driver that wrote it, which can
+    # be another machine's (another $HOME).
+    journal_paths: ClassVar[dict[str, Path]] = {}
 
-        Optuna's journal backend pickles the byte offset of every log line it had read. The
-        file it reopens can differ from the one the snapshot saw (a copy downloaded from remote
-        storage, older than the lost local one), and a stale offset makes it skip or garble the
-        lines written after the restore; so the offsets are read afresh."""
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's snapshot of the searcher, reading this machine's journal file as it is now.
+
+        Optuna's journal backend pickles its file's path and the byte offset of every log line
+        it had read. The file here can be another one (a copy fetched from remote storage, older
+        than the lost local one), so the backend is reopened on :attr:`journal_paths`' path (or
+        its own), offsets read afresh. Trials the snapshot knows but the journal lacks were
+        asked after its last upload: they are set aside at once (their results go unrecorded),
+        before a new trial can be given the same id in the study."""
         super().restore(checkpoint_path)
-        backend = getattr(getattr(self._ot_study, "_storage", None), "_backend", None)
-        if isinstance(getattr(backend, "_log_number_offset", None), dict):
-            backend._log_number_offset = {0: 0}
+        storage = getattr(self._ot_study, "_storage", None)
+        backend = getattr(storage, "_backend", None)
+        if isinstance(backend, JournalFileBackend):
+            path = self.journal_paths.get(self._study_name, Path(backend._file_path))
+            storage._backend = JournalFileBackend(str(path))
+        for trial_id, ot_trial in self._ot_trials.items():
+            if trial_id in self._completed_trials:
+                continue
+            try:
+                self._ot_study._storage.get_trial(ot_trial._trial_id)
+            except KeyError:
+                log.warning("trial %s is not in the Optuna journal (lost with the previous driver's copy): "
+                            "its results are not recorded in the study", trial_id)
+                self._completed_trials.add(trial_id)
 
     def _finished_in_study(self, trial_id: str) -> bool:
         """Whether the study's storage already holds this trial as finished.

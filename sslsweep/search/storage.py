@@ -82,25 +82,17 @@ class Storage:
         pq.write_table(table, buf)
         self.write_bytes(rel, buf.getvalue())
 
-    def upload(self, local: Path, rel: str) -> None:
-        self.write_bytes(rel, local.read_bytes())
-
-    def download(self, rel: str, local: Path) -> bool:
-        if not self.exists(rel):
-            return False
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(self.read_bytes(rel))
-        return True
-
 
 class Mirror:
     """Copies a local append-only log (Optuna's journal) to ``rel`` in ``storage`` every ``every``
     seconds while the ``with`` block runs, and once more when it ends.
 
     Only whole lines go up: a line being appended at that moment waits for the next copy, so the
-    copy is always a journal Optuna can replay. A failed copy is logged and retried next time.
-    Without it a sweep on remote storage kept the journal only on the driver until the method's
-    search ended, and a driver lost mid-search took the study with it.
+    copy is always a journal Optuna can replay. A failed copy while the block runs is logged and
+    retried next time; the copy at the end raises (unless the block is already raising), so a
+    method is never marked searched with its journal missing from storage. Without it a sweep on
+    remote storage kept the journal only on the driver until the method's search ended, and a
+    driver lost mid-search took the study with it.
     """
 
     def __init__(self, storage: Storage, local: Path, rel: str, every: float = 30.0) -> None:
@@ -110,18 +102,29 @@ class Mirror:
         self._thread = threading.Thread(target=self._loop, name=f"mirror {rel}", daemon=True)
 
     def __enter__(self) -> "Mirror":
-        self.push()
+        self._try_push()
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.push()
+        if exc_type is None:
+            self.push()
+        else:
+            self._try_push()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every):
+        # every second until the log first goes up (the study is created just after the block
+        # starts: it should not wait a whole interval), then every ``every`` seconds
+        while not self._stop.wait(self.every if self._sent else min(1.0, self.every)):
+            self._try_push()
+
+    def _try_push(self) -> None:
+        try:
             self.push()
+        except Exception as exc:  # a network hiccup must not end the search: retried next time
+            logging.getLogger(__name__).warning("could not copy %s to %s: %s", self.local, self.rel, exc)
 
     def push(self) -> None:
         """Upload the whole lines of the log if they changed since the last upload."""
@@ -129,14 +132,25 @@ class Mirror:
             return
         data = self.local.read_bytes()
         data = data[:data.rfind(b"\n") + 1]
-        if not data or data == self._sent:
-            return
-        try:
+        if data and data != self._sent:
             self.storage.write_bytes(self.rel, data)
-        except Exception as exc:  # a network hiccup must not end the search: retried next time
-            logging.getLogger(__name__).warning("could not copy %s to %s: %s", self.local, self.rel, exc)
-            return
-        self._sent = data
+            self._sent = data
+
+
+def fetch_log(storage: Storage, rel: str, local: Path) -> None:
+    """Bring the local copy of an append-only log (Optuna's journal) up to date with ``rel``.
+
+    The longer of the two wins when one extends the other: the local copy of a driver that died
+    on this machine can be newer than its last upload (up to :class:`Mirror`'s interval), and an
+    upload can be newer than a local copy left by an earlier driver. If they differ otherwise, the
+    stored copy wins: the last driver wrote it."""
+    if not storage.exists(rel):
+        return
+    remote = storage.read_bytes(rel)
+    if local.exists() and local.read_bytes().startswith(remote):
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(remote)
 
 
 def open_sweep_dir(uri: str, key: str = "resume") -> Storage:

@@ -26,7 +26,7 @@ from sslsweep import __version__
 from sslsweep.config import ConfigError, SweepConfig, check_image_shape, from_dictconfig, to_dict
 from sslsweep.search.ray_init import check_storage_shared, init_ray
 from sslsweep.search.results import best_configs, budget_rows, budget_table, trial_rows, trials_table
-from sslsweep.search.storage import Mirror, Storage, open_sweep_dir
+from sslsweep.search.storage import Mirror, Storage, fetch_log, open_sweep_dir
 from sslsweep.trainables.data import budgets, check_data, prepare
 
 log = logging.getLogger("sslsweep")
@@ -179,7 +179,7 @@ class Sweep:
         for method in self.cfg.methods:
             journal = self.local / "optuna" / f"{method.name}.journal"
             if self.st.remote:
-                self.st.download(f"optuna/{method.name}.journal", journal)
+                fetch_log(self.st, f"optuna/{method.name}.journal", journal)
             t0 = time.time()
             done = method.name in self.manifest["progress"]["searched"]
             # remote storage: the journal goes up while the search runs, so a new driver can resume it
@@ -204,9 +204,10 @@ class Sweep:
     def _search_method(self, trainable: Any, method: Any, journal: Path, *, done: bool) -> list[Any]:
         """The results of one method's search: its experiment, then top-ups until it has its full
         trial budget; Optuna trials a crashed driver asked for and never ran are closed as FAIL."""
-        from sslsweep.search.searcher import fail_orphaned_trials
+        from sslsweep.search.searcher import HonestOptunaSearch, fail_orphaned_trials
         from sslsweep.search.tuner import journal_storage
 
+        HonestOptunaSearch.journal_paths[method.name] = journal  # a restored search reads this machine's copy
         grid = self._fit_search(trainable, method, journal, f"search-{method.name}", done=done)
         # A restored experiment can come back with fewer trials than it was given (Tune's
         # searcher snapshot counted trials its trial list did not hold yet): run the missing

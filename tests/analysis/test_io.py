@@ -141,8 +141,9 @@ def test_combine_with_different_dataset_fingerprints_names_both(make_sweep: Call
 
 def test_combine_with_different_splits_of_the_same_data_is_rejected(make_sweep: Callable[..., str],
                                                                    build: SimpleNamespace) -> None:
-    """Same pixels (same fingerprint), other split seed: other test images, so no pairing by seed;
-    the same split settings combine."""
+    """Same pixels (same fingerprint), other split seed, or other split sizes (a test_fraction in
+    use): other test images, so no pairing by seed. A test_fraction that changed nothing (the
+    dataset has its own test set: same split sizes) combines."""
     dataset = {"split_seed": 0, "val_fraction": 0.15, "test_fraction": 0.2, "max_images": None}
     first, second = build.manifest("sw1"), build.manifest("sw2")
     first["config"]["dataset"] = dict(dataset)
@@ -150,12 +151,16 @@ def test_combine_with_different_splits_of_the_same_data_is_rejected(make_sweep: 
     a = make_sweep("a", trials=build.search_trials("sw1"), budget=build.confirm_budget("sw1"), manifest=first)
     rows = build.budget_rows("simclr", {(0.01, "linear"): [0.61, 0.62]}, [10, 11], sweep_id="sw2")
     b = make_sweep("b", trials=build.search_trials("sw2"), budget=pd.DataFrame(rows), manifest=second)
-    with pytest.raises(ValueError, match=r"config dataset.split_seed is 0 in .* and 1 in .*: combined sweeps must "
-                                         r"split the dataset the same way"):
+    with pytest.raises(ValueError, match=r"manifest config.dataset.split_seed is 0 in .* and 1 in .*: combined "
+                                         r"sweeps must split the dataset the same way"):
         sio.combine([sio.open_sweep(a), sio.open_sweep(b)])
-    second["config"]["dataset"] = dict(dataset)
+    second["config"]["dataset"] = {**dataset, "test_fraction": 0.3}
     c = make_sweep("c", trials=build.search_trials("sw2"), budget=pd.DataFrame(rows), manifest=second)
-    assert len(sio.combine([sio.open_sweep(a), sio.open_sweep(c)]).parts) == 2
+    assert len(sio.combine([sio.open_sweep(a), sio.open_sweep(c)]).parts) == 2  # the same split sizes
+    second["dataset"] = {**second["dataset"], "n_test": 700, "n_train": 897}  # where it is used, sizes differ
+    d = make_sweep("d", trials=build.search_trials("sw2"), budget=pd.DataFrame(rows), manifest=second)
+    with pytest.raises(ValueError, match=r"manifest dataset.n_train is 1000 in .* and 897 in "):
+        sio.combine([sio.open_sweep(a), sio.open_sweep(d)])
 
 
 def test_combine_with_different_metrics_is_rejected(make_sweep: Callable[..., str], build: SimpleNamespace) -> None:

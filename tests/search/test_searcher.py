@@ -114,36 +114,44 @@ def test_restored_searcher_older_than_the_journal_skips_trials_the_journal_finis
     assert t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.3, 2: 0.4}
 
 
-def test_restored_searcher_whose_journal_lost_a_trial_goes_on(tmp_path) -> None:  # noqa: ANN001
-    """A sweep on remote storage resumed on another machine: the journal there predates a running
-    trial (it was asked after the last upload). That trial's results cannot be recorded, but the
-    resumed search must not crash on them (it raised KeyError 'Record does not exist'), and new
-    trials are asked and told as usual."""
+def test_restored_searcher_whose_journal_lost_a_trial_goes_on(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A sweep on remote storage resumed on another machine (another $HOME): the journal there is
+    the last upload, which predates a running trial t1. The restored searcher reads that copy, not
+    the path in the snapshot; t1's results go unrecorded (they crashed the resume with KeyError
+    'Record does not exist'), even when a new trial t2 is asked before t1 reports again and gets
+    t1's old id in the study; t2 is recorded with its own values."""
     import shutil
 
     from sslsweep.search.tuner import journal_storage
 
-    journal = tmp_path / "study.log"
+    old_home, new_home = tmp_path / "a", tmp_path / "b"
 
-    def make() -> HonestOptunaSearch:
+    def make(journal) -> HonestOptunaSearch:  # noqa: ANN001
         m = method(lr={"type": "loguniform", "low": 1e-3, "high": 1.0})
         return HonestOptunaSearch(space=DefineByRun(m, seed=7), metric="knn_top1", mode="max",
                                   sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=2,
                                   storage=journal_storage(journal), study_name="simclr")
 
-    before = make()
-    shutil.copy(journal, tmp_path / "uploaded.log")  # the last upload: the study, no trial yet
+    before = make(old_home / "study.log")
+    uploaded = (old_home / "study.log").read_bytes()  # the last upload: the study, no trial yet
     before.suggest("t1")
     before.on_trial_result("t1", {"knn_top1": 0.3, "training_iteration": 1, "epoch": 1})
     before.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot knows t1
-    shutil.copy(tmp_path / "uploaded.log", journal)  # the new machine has only the uploaded journal
-    after = make()
+    shutil.rmtree(old_home)  # the old machine is gone
+    new_home.mkdir()
+    (new_home / "study.log").write_bytes(uploaded)
+    monkeypatch.setitem(HonestOptunaSearch.journal_paths, "simclr", new_home / "study.log")
+    after = make(new_home / "study.log")
     after.restore(str(tmp_path / "searcher.pkl"))
-    after.on_trial_result("t1", {"knn_top1": 0.5, "training_iteration": 2, "epoch": 2})
-    after.on_trial_complete("t1", {"knn_top1": 0.5, "training_iteration": 2, "epoch": 2})
-    _run(after, "t2", [0.4, 0.7])
-    trials = optuna.load_study(study_name="simclr", storage=journal_storage(journal)).trials
-    assert [(t.state, t.value) for t in trials] == [(TrialState.COMPLETE, 0.7)]
+    after.suggest("t2")  # asked before t1 reports: in the study it takes the id t1 had
+    after.on_trial_result("t1", {"knn_top1": 0.9, "training_iteration": 2, "epoch": 2})
+    after.on_trial_complete("t1", {"knn_top1": 0.9, "training_iteration": 2, "epoch": 2})
+    for i, v in enumerate([0.1, 0.2], start=1):
+        after.on_trial_result("t2", {"knn_top1": v, "training_iteration": i, "epoch": i})
+    after.on_trial_complete("t2", {"knn_top1": 0.2, "training_iteration": 2, "epoch": 2})
+    trials = optuna.load_study(study_name="simclr", storage=journal_storage(new_home / "study.log")).trials
+    assert [(t.state, t.value, t.intermediate_values) for t in trials] == [(TrialState.COMPLETE, 0.2, {1: 0.1, 2: 0.2})]
+    assert not old_home.exists()
 
 
 def test_trials_asked_but_never_run_are_closed_as_fail(tmp_path) -> None:  # noqa: ANN001
