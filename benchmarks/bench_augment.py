@@ -9,6 +9,7 @@ data already there (the sslsweep setup, DESIGN.md "Speed").
     python benchmarks/bench_augment.py                       # defaults: < 60 s on 2 CPU cores
     python benchmarks/bench_augment.py --device cuda --n 50000 --batch 512 --workers 14
     python benchmarks/bench_augment.py --libraries   # + torchvision v2 on device tensors, kornia
+    python benchmarks/bench_augment.py --smoke       # seconds: checks that it runs
 
 Prints the hardware, both rates and their ratio, then one JSON line with the results.
 """
@@ -252,7 +253,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --libraries (default 5)")
     parser.add_argument("--libraries", action="store_true",
                         help="also time torchvision v2 on device tensors and kornia (if installed) on --device")
+    parser.add_argument("--smoke", action="store_true", help="256 images, batch 128, no workers, 1 round (seconds)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.n, args.batch, args.workers, args.rounds = 256, 128, 0, 1
     for name in ("n", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} = {getattr(args, name)}, but must be >= 1")
