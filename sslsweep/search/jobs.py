@@ -34,7 +34,9 @@ ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
 # gitignore-style patterns relative to the project: never shipped to the cluster.
 WORKING_DIR_EXCLUDES = (
-    "/.*",  # hidden top-level entries: .git, .venv, tool caches, scratch directories
+    # hidden top-level entries: .git, .venv, tool caches, scratch directories. Not "/.*": Ray
+    # matches the project root itself as ".", and "/.*" would exclude everything (empty package)
+    "/.?*",
     "/venv", "__pycache__", "*.egg-info", "/build", "/dist",
     "/data", "/runs", "/outputs", "/multirun", "/benchmarks/results",  # data and outputs
     "*.parquet", "*.npz", "*.pt", "*.pth", "*.ckpt",
@@ -101,6 +103,7 @@ def client(address: str | None) -> Any:
 @contextlib.contextmanager
 def _cluster_errors(url: str, token: str | None) -> Iterator[None]:
     """Turn the Jobs SDK's failures into one-line errors."""
+    import requests
     from ray.exceptions import AuthenticationError
 
     try:
@@ -112,7 +115,9 @@ def _cluster_errors(url: str, token: str | None) -> Iterator[None]:
                   "`ray get-auth-token` prints it")
         _fail(f"the Ray cluster at {url} refused the token ({_first_line(exc)}); use the cluster's token "
               "(`ray get-auth-token` on the head node)")
-    except ConnectionError as exc:
+    except (ConnectionError, requests.exceptions.ConnectionError) as exc:
+        # the client's first contact raises the built-in ConnectionError; later calls go through
+        # requests, whose ConnectionError is not one (a dropped tunnel mid --follow, jobs status)
         _fail(f"cannot reach the Ray dashboard at {url} ({_first_line(exc)}); is the cluster up and, for "
               "`ray up cluster.yaml`, the tunnel open (`ray dashboard cluster.yaml`)?")
     except RuntimeError as exc:  # the job server answered with an error (unknown job id, ...)

@@ -140,9 +140,11 @@ class FakeClient:
 
 
 def test_submit_ships_the_project_without_data_and_runs_the_sweep(
-        no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
     """The entrypoint is the sweep with the overrides, quoted; the working directory is the project,
-    with data, outputs, hidden directories and a storage directory inside it excluded."""
+    with data, outputs, hidden directories and a storage directory inside it excluded. Checked on
+    the package Ray builds: "/.*" matched the project root itself and shipped an empty package."""
     fake = FakeClient()
     monkeypatch.setattr(jobs, "client", lambda address: fake)
     root = jobs.project_dir()
@@ -157,30 +159,23 @@ def test_submit_ships_the_project_without_data_and_runs_the_sweep(
                                                           "method=[simclr,rotation]", f"storage={store}", "name=a b"]
     env = fake.submitted["runtime_env"]
     assert env["working_dir"] == str(root)
-    for pattern in ("/.*", "/data", "/runs", "/outputs", "*.parquet", "/runs/cluster"):
+    for pattern in ("/data", "/runs", "/outputs", "*.parquet", "/runs/cluster"):
         assert pattern in env["excludes"], pattern
-    shipped = _shipped(root, env["excludes"])
-    assert root / "sslsweep" / "cli.py" in shipped and root / "pyproject.toml" in shipped
-    assert not [p for p in shipped if p.relative_to(root).parts[0] in (".git", ".venv", "data", "runs")]
-    assert sum(p.stat().st_size for p in shipped) < 20 * 2**20  # code, not data
+    shipped = _shipped(root, env["excludes"], tmp_path)
+    assert "sslsweep/cli.py" in shipped and "pyproject.toml" in shipped and "sslsweep/conf/config.yaml" in shipped
+    assert not [p for p in shipped if p.split("/")[0] in (".git", ".venv", ".gpu", "data", "runs")]
+    assert sum((root / p).stat().st_size for p in shipped) < 20 * 2**20  # code, not data
 
 
-def _shipped(root: Path, excludes: list[str]) -> list[Path]:
-    """The files Ray would upload: its own exclusion matcher over the project (pathspec, gitwildmatch)."""
-    from ray._private.runtime_env.packaging import _get_excludes
+def _shipped(root: Path, excludes: list[str], tmp: Path) -> list[str]:
+    """The files Ray would upload: the package Ray itself builds from the project with these
+    excludes (its create_package, as the job client calls it), listed from the zip."""
+    import zipfile
 
-    match = _get_excludes(root, excludes)
-    out, todo = [], [root]
-    while todo:
-        d = todo.pop()
-        for p in d.iterdir():
-            if match(p):
-                continue
-            if p.is_dir():
-                todo.append(p)
-            elif p.is_file():
-                out.append(p)
-    return out
+    from ray._private.runtime_env.packaging import create_package
+
+    create_package(str(root), tmp / "package.zip", include_gitignore=True, excludes=list(excludes))
+    return [n for n in zipfile.ZipFile(tmp / "package.zip").namelist() if not n.endswith("/")]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -253,3 +248,21 @@ def test_follow_prints_every_log_line_once_even_when_the_stream_ends_early(
     out = capsys.readouterr()
     assert out.out == logs
     assert "job job-1: SUCCEEDED" in out.err
+
+
+def test_a_connection_lost_after_connecting_is_one_line(no_ray_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The tunnel drops between connecting and the next call: requests' ConnectionError (not a
+    built-in ConnectionError) becomes the same one-line error, exit 2, not a traceback."""
+    import requests
+
+    class Dropped:
+        def get_job_info(self, job_id: str) -> Any:
+            raise requests.exceptions.ConnectionError("Max retries exceeded with url: /api/jobs/x")
+
+    monkeypatch.setattr(jobs, "client", lambda address: Dropped())
+    with pytest.raises(SystemExit) as info:
+        jobs.jobs_main(["status", "sslsweep-1", "--address", "http://127.0.0.1:1"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("sslsweep: error: cannot reach the Ray dashboard at http://127.0.0.1:1 (Max retries")
