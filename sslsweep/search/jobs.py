@@ -56,17 +56,20 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def auth_token() -> str | None:
     """The token Ray's own clients would send: ``RAY_AUTH_TOKEN``, else the file named by
-    ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``; None if there is none or
-    ``RAY_AUTH_MODE=disabled``."""
+    ``RAY_AUTH_TOKEN_PATH`` (which must be readable when set), else ``~/.ray/auth_token``; None if
+    there is none or ``RAY_AUTH_MODE=disabled``."""
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
         return None
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if token:
         return token
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = named or str(Path.home() / ".ray" / "auth_token")
     try:
         return Path(path).expanduser().read_text().strip() or None
-    except OSError:
+    except OSError as exc:
+        if named:  # as for Ray's own clients, a file named explicitly must be readable
+            _fail(f"RAY_AUTH_TOKEN_PATH = {named!r}: cannot read the token there ({exc.strerror or exc})")
         return None
 
 

@@ -121,6 +121,18 @@ def test_token_is_found_where_ray_looks(no_ray_env: Path, monkeypatch: pytest.Mo
     assert jobs.auth_token() is None
 
 
+def test_an_unreadable_token_file_named_in_the_environment_is_one_line(
+        no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """RAY_AUTH_TOKEN_PATH naming a missing file is an error naming it (Ray's clients treat it as
+    fatal too), not a silent fall-through to "the cluster requires a token"."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(no_ray_env / "missing"))
+    with pytest.raises(SystemExit) as info:
+        jobs.auth_token()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err == (f"sslsweep: error: RAY_AUTH_TOKEN_PATH = '{no_ray_env / 'missing'}': "
+                                            "cannot read the token there (No such file or directory)")
+
+
 def test_address_order(no_ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
     monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.1:8265")
