@@ -18,9 +18,18 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_journal_paths_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The searcher's class-level map of journal paths starts empty in every test: a sweep run
+    in-process by one test must not point another test's restored searcher at its journal."""
+    from sslsweep.search.searcher import HonestOptunaSearch
+
+    monkeypatch.setattr(HonestOptunaSearch, "journal_paths", {})
 
 
 @pytest.fixture(autouse=True)

@@ -31,7 +31,9 @@ def init_ray() -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        # "local": a new Ray, never one a `ray start` left running on this machine (ray.init()
+        # without an address would join it, even a dead one)
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
 def unshared_nodes(nodes: Sequence[Mapping[str, Any]], seen: Sequence[bool]) -> list[str]:

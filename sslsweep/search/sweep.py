@@ -208,6 +208,19 @@ class Sweep:
         from sslsweep.search.tuner import journal_storage
 
         HonestOptunaSearch.journal_paths[method.name] = journal  # a restored search reads this machine's copy
+        try:
+            grid = self._fit_searches(trainable, method, journal, done=done)
+        finally:
+            HonestOptunaSearch.journal_paths.pop(method.name, None)
+        if method.searched and journal.exists():
+            closed = fail_orphaned_trials(journal_storage(journal), method.name)
+            if closed:
+                log.warning("%s: %d Optuna trial(s) asked before a driver crash and never run marked FAIL",
+                            method.name, closed)
+        return grid
+
+    def _fit_searches(self, trainable: Any, method: Any, journal: Path, *, done: bool) -> list[Any]:
+        """The search experiment of ``method``, then its top-ups."""
         grid = self._fit_search(trainable, method, journal, f"search-{method.name}", done=done)
         # A restored experiment can come back with fewer trials than it was given (Tune's
         # searcher snapshot counted trials its trial list did not hold yet): run the missing
@@ -225,11 +238,6 @@ class Sweep:
                                               self.cfg.search.max_epochs, grid), self.metric)
             grid += self._fit_search(trainable, method, journal, _top_up_name(method.name, top_up), done=done,
                                      num_samples=missing, top_up=top_up, history=history)
-        if method.searched and journal.exists():
-            closed = fail_orphaned_trials(journal_storage(journal), method.name)
-            if closed:
-                log.warning("%s: %d Optuna trial(s) asked before a driver crash and never run marked FAIL",
-                            method.name, closed)
         return grid
 
     def _fit_search(self, trainable: Any, method: Any, journal: Path, name: str, *, done: bool,

@@ -78,14 +78,16 @@ def test_trials_survive_repeated_worker_kills(ray_local, tmp_path: Path) -> None
     def killer() -> None:
         # Kill on progress, not on a clock (a loaded machine may not have checkpointed in a fixed
         # time): only once every unfinished trial has written a checkpoint since the last kill, so
-        # whichever worker dies has one to resume from.
+        # whichever worker dies has one to resume from. And only from checkpoint_000001 on: a
+        # folder on disk may not be registered with the driver yet (it is a few ms later), but a
+        # trial writes checkpoint k only after the driver took k - 1 (report() waits for it).
         at_last_kill: dict[str, int] = {}
         while not stop.is_set() and len(kills) < 4:
             ckpts = newest_checkpoints()
             unfinished = {t: i for t, i in ckpts.items() if i < max_epochs - 1}
             workers = trial_workers()
             if len(ckpts) == 2 and unfinished and workers and \
-                    all(i > at_last_kill.get(t, -1) for t, i in unfinished.items()):
+                    all(i >= 1 and i > at_last_kill.get(t, -1) for t, i in unfinished.items()):
                 try:
                     workers[0].send_signal(signal.SIGKILL)
                     kills.append(workers[0].pid)

@@ -161,8 +161,8 @@ SWEEP = ["experiment=smoke", "method=[none,rotation]", "dataset=parquet", "datas
 def test_sweep_on_s3_survives_a_killed_driver_and_reports(s3_server: S3Server, ray_tmp: Path,
                                                            request: pytest.FixtureRequest) -> None:
     """Dataset and storage on S3. The driver is killed (SIGKILL, with its Ray) during the confirm
-    phase, after Tune saved that experiment's state; `sslsweep resume URI` (another process, given
-    nothing but the URI) finishes the sweep without searching again; everything (Tune experiments
+    phase, after Tune saved that experiment's state; `sslsweep resume URI` (another process with
+    another $HOME, given nothing but the URI) finishes the sweep without searching again; everything (Tune experiments
     and checkpoints, tables, Optuna journal, manifest, report) is in the bucket; `sslsweep report
     URI` rebuilds the report from there."""
     s3 = s3_server
@@ -199,9 +199,14 @@ def test_sweep_on_s3_survives_a_killed_driver_and_reports(s3_server: S3Server, r
     searched = set(partial["trial_id"])
     assert not _has(s3, f"runs/{sweep_id}/budget.parquet")  # the confirm phase did not finish
 
-    r = sslsweep(["resume", uri], env, timeout=360)
+    other_home = ray_tmp / "another-machine"  # the resume runs as if on another machine: no local cache
+    other_home.mkdir()
+    r = sslsweep(["resume", uri], {**env, "HOME": str(other_home)}, timeout=360)
     assert r.returncode == 0, f"{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
     assert f"sweep finished: {uri}" in r.stdout
+    # the Optuna journal came back from the bucket into the new machine's cache
+    fetched = other_home / ".cache" / "sslsweep" / "sweeps" / sweep_id / "optuna" / "rotation.journal"
+    assert fetched.read_bytes() == _read(s3, f"runs/{sweep_id}/optuna/rotation.journal")
 
     m = get_json(s3, f"runs/{sweep_id}/manifest.json")
     assert m["finished"] and m["progress"] == {"searched": ["none", "rotation"], "confirmed": True, "reported": True}
