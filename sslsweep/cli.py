@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+# the same folder as sslsweep.config.CONF_DIR, named here so that starting the CLI imports no config
+# code (a bad group option fails in 0.06 s instead of 0.25 s)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("dataset", "encoder", "method", "search", "experiment")
 EXIT_BAD_INPUT = 2

@@ -225,10 +225,6 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _seq_of(check: Any) -> Any:
     return lambda v: isinstance(v, (list, tuple)) and all(check(x) for x in v)
 
@@ -236,13 +232,13 @@ def _seq_of(check: Any) -> Any:
 # The value types of the config fields, by their annotation: checked before any rule compares them.
 _TYPES: dict[str, tuple[Any, str]] = {
     "int": (lambda v: _is_int(v), "must be an integer"),
-    "float": (_is_num, "must be a number"),
+    "float": (lambda v: _num(v), "must be a number"),
     "bool": (lambda v: isinstance(v, bool), "must be true or false"),
     "str": (lambda v: isinstance(v, str), "must be a string"),
     "int | None": (lambda v: v is None or _is_int(v), "must be an integer or null"),
     "str | None": (lambda v: v is None or isinstance(v, str), "must be a string or null"),
     "str | bool": (lambda v: isinstance(v, (str, bool)), "must be a string, true or false"),
-    "tuple[float, ...]": (_seq_of(_is_num), "must be a list of numbers"),
+    "tuple[float, ...]": (_seq_of(lambda v: _num(v)), "must be a list of numbers"),
     "tuple[int, ...]": (_seq_of(lambda v: _is_int(v)), "must be a list of integers"),
 }
 
@@ -284,12 +280,19 @@ def known_params(method: str) -> frozenset[str]:
     return frozenset(set(own) | shared | set(TRAINER_PARAMS))
 
 
-def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str) -> dict[str, ParamSpec]:
-    """The method's space: the shared space with the method's own keys on top."""
+def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str,
+                known: frozenset[str] | None = None) -> dict[str, ParamSpec]:
+    """The method's space: the shared space with the method's own keys on top. Each name must not
+    be a trial's own key (:data:`RESERVED_KEYS`) and, given ``known``, must be one of them; an error
+    names the key where the user wrote it (``search.space.<name>`` for a shared one)."""
     merged = {**dict(common or {}), **dict(own or {})}
-    for name in merged:
-        _require(name not in RESERVED_KEYS, f"{key}.{name}" if name in (own or {}) else f"search.space.{name}",
-                 merged[name], f"a hyperparameter may not be named {', '.join(RESERVED_KEYS)} (the trial's own keys)")
+    for name, raw in merged.items():
+        where = f"{key}.{name}" if name in (own or {}) else f"search.space.{name}"
+        _require(name not in RESERVED_KEYS, where, raw,
+                 f"a hyperparameter may not be named {', '.join(RESERVED_KEYS)} (the trial's own keys)")
+        if known is not None:
+            _require(name in known, where, raw,
+                     f"method {key.split('.')[1]} has no such hyperparameter; known: {', '.join(sorted(known))}")
     return {name: parse_param(f"{key}.{name}", name, raw) for name, raw in merged.items()}
 
 
@@ -311,17 +314,11 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
         extra = set(body) - {"space"}
         _require(not extra, f"method.{name}", sorted(extra), "a method config takes only 'space'")
         space = {} if not TASKS[name].pretrains else merge_space(common_space, body.get("space") or {},
-                                                                 f"method.{name}.space")
-        own = body.get("space") or {}
-        for param in space:
-            known = known_params(name)
-            key = f"method.{name}.space.{param}" if param in own else f"search.space.{param}"
-            _require(param in known, key, space[param].to_dict(),
-                     f"method {name} has no such hyperparameter; known: {', '.join(sorted(known))}")
+                                                                 f"method.{name}.space", known_params(name))
         methods.append(MethodConfig(name=name, space=space))
 
     for top in ("name", "resume"):
-        if _is_num(raw.get(top)):  # Hydra reads name=2024 as a number
+        if _num(raw.get(top)):  # Hydra reads name=2024 as a number
             raw[top] = str(raw[top])
         _require(raw.get(top) is None or isinstance(raw[top], str), top, raw.get(top), "must be a string or null")
     _require(_is_int(raw.get("seed", 0)), "seed", raw.get("seed"), "must be an integer")

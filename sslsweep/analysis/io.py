@@ -274,9 +274,9 @@ def combine(sweeps: Sequence[Sweep]) -> Sweep:
     """Concatenate several sweeps of the same dataset into one.
 
     Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
-    the split (:data:`SPLIT_KEYS`), the selection ``metric`` and ``mode``; sweep ids are distinct; no method x seed x budget x
-    protocol row appears twice. A method present in several sweeps has its Optuna study dropped
-    (importances then come from the combined trials table).
+    the split (:data:`SPLIT_KEYS`), the selection ``metric`` and ``mode``; sweep ids are distinct;
+    no method x seed x budget x protocol row appears twice. A method present in several sweeps has
+    its Optuna study dropped (importances then come from the combined trials table).
     """
     if not sweeps:
         raise ValueError("sweeps is empty: combine needs at least one sweep")

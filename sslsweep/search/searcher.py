@@ -71,15 +71,7 @@ class HonestOptunaSearch(OptunaSearch):
         is still running as far as Tune knows, and is resumed. The journal is the truth; the
         resumed trial's further results are not reported to Optuna again.
         """
-        try:
-            finished = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).state.is_finished()
-        except KeyError:
-            # the journal lacks the trial: it was lost with the driver's local copy (a sweep on
-            # remote storage resumed on another machine after the journal's last upload). The
-            # trial runs on; Optuna cannot record it, and the rest of the study goes on.
-            log.warning("trial %s is not in the Optuna journal (lost with the previous driver's copy): "
-                        "its results are not recorded in the study", trial_id)
-            finished = True
+        finished = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id).state.is_finished()
         if finished:
             self._completed_trials.add(trial_id)
         return finished

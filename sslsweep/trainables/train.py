@@ -25,7 +25,7 @@ from sslsweep.trainables.data import Prepared, label_subset
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, epoch_batch_size
 
 
 class Diverged(RuntimeError):
@@ -140,7 +140,7 @@ def lr_at(progress: float, base_lr: float, total_epochs: int, warmup_epochs: int
 
 def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
     """One pass over the unlabeled pool ``images`` (uint8, on the device), in shuffled full batches."""
-    bs = min(int(pre.hp.get("batch_size", 128)), len(images))
+    bs = epoch_batch_size(pre.hp, len(images))
     order = torch.randperm(len(images), generator=pre.gen, device=pre.runtime.device)
     n_steps = len(images) // bs
     base_lr = float(pre.hp.get("lr", 0.05))

@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 
+def epoch_batch_size(hp: Mapping[str, Any], num_images: int) -> int:
+    """The batch size pretraining uses on a pool of ``num_images``: ``hp["batch_size"]`` (default
+    128), at most the pool. An epoch is the pool's full batches of this size."""
+    return min(int(hp.get("batch_size", 128)), num_images)
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a task may know about the data: shapes and symmetries, never labels.

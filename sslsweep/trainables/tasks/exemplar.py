@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslsweep.trainables.augment import AugmentConfig, BatchAugment, to_float
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, epoch_batch_size
 
 
 def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -68,7 +68,7 @@ class Exemplar(PretextTask):
         if ctx.num_images > 0:
             # capped at the images one epoch shows: it visits full batches only, and seeds stored
             # from a second epoch would repeat images already held (two classes, one seed image)
-            bs = min(int(self.hp.get("batch_size", 128)), ctx.num_images)
+            bs = epoch_batch_size(self.hp, ctx.num_images)
             k = min(k, ctx.num_images // bs * bs)
         self.k = k
         self.strength = float(self.hp.get("strength", 1.0))
