@@ -109,14 +109,20 @@ def test_trials_survive_repeated_worker_kills(ray_local, tmp_path: Path) -> None
     for _, g in trials.groupby("trial_id"):
         assert sorted(g["epoch"]) == list(range(1, max_epochs + 1))  # none lost, none duplicated
         assert set(g["status"]) == {"completed"}
+    # Each attempt's first report has iterations_since_restore == 1. Ray's log can lose rows: on a
+    # restart it copies result.json back from storage over the driver's newer copy, so a restart's
+    # first report may even be the file's first row. Attempts are told apart by their start epoch,
+    # not by their position in the file.
     resumed = 0
     for trial_id, reports in raw_reports(sweep_dir, "search-rotation").items():
-        for i, r in enumerate(reports):
-            if i > 0 and r["iterations_since_restore"] == 1:  # first report of a restarted attempt
-                # every report carried a checkpoint: a restart resumes after the last one, never at 0
-                assert r["attempt_start_epoch"] >= 1, f"{trial_id} restarted from epoch 0: {r}"
-                assert r["epoch"] == r["attempt_start_epoch"] + 1
-                resumed += 1
+        firsts = [r for r in reports if r["iterations_since_restore"] == 1]
+        for r in firsts:
+            assert r["epoch"] == r["attempt_start_epoch"] + 1, f"{trial_id} skipped or repeated an epoch: {r}"
+        # every report carried a checkpoint and no kill came before the second: only the trial's
+        # first attempt starts at epoch 0, every restart resumes after its last checkpoint
+        from_zero = [r for r in firsts if r["attempt_start_epoch"] == 0]
+        assert len(from_zero) <= 1, f"{trial_id} restarted from epoch 0: {from_zero}"
+        resumed += sum(r["attempt_start_epoch"] >= 1 for r in firsts)
     assert resumed >= 1, "at least one attempt resumed from a checkpoint"
     print(f"worker kills survived: {len(kills)}; attempts resumed from a checkpoint: {resumed}; "
           f"rows checked: {len(trials)}")
