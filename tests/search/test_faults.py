@@ -49,7 +49,8 @@ def trial_workers() -> list[psutil.Process]:
 
 
 def raw_reports(sweep_dir: Path, experiment: str) -> dict[str, list[dict]]:
-    """Every result Ray Tune recorded per trial (result.json), restarts included, in order."""
+    """The results Ray Tune logged per trial (result.json), in order. Restarts included, but rows can
+    be missing: on a restart Ray copies the file back from storage over a newer one."""
     out = {}
     for f in sorted((sweep_dir / "tune" / experiment).glob("*/result.json")):
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
