@@ -1,17 +1,21 @@
-"""The command line: Hydra behaviour, and every bad input as one line, exit code 2, no Ray, < 3 s."""
+"""The command line: Hydra behaviour, and every bad input as one line, exit code 2, no Ray started.
+
+Checked in this process (a fixture fails the test if Ray starts); two tests run the CLI in a
+fresh interpreter as a user would (exit code, one line, Ray and torch not even imported)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sslsweep.cli import main
+from sslsweep.cli.common import run
 from tests.conftest import encode_png, make_images
 
 # Runs the CLI in a fresh interpreter and reports whether Ray (or torch) was imported by then.
@@ -23,16 +27,40 @@ try:
     main(sys.argv[1:])
 except SystemExit as e:
     code = e.code
-print(json.dumps({"code": code, "ray_started": "ray" in sys.modules and sys.modules["ray"].is_initialized()}))
+print(json.dumps({"code": code, "ray_imported": "ray" in sys.modules, "torch_imported": "torch" in sys.modules,
+                  "ray_started": "ray" in sys.modules and sys.modules["ray"].is_initialized()}))
 """
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> tuple[dict, str, float]:
-    t0 = time.perf_counter()
+def run_cli(*args: str, cwd: Path | None = None) -> tuple[dict, str]:
+    """The CLI in a fresh interpreter, as a user runs it: (status, stderr)."""
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
-    elapsed = time.perf_counter() - t0
-    status = json.loads(proc.stdout.strip().splitlines()[-1])
-    return status, proc.stderr.strip(), elapsed
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr.strip()
+
+
+@pytest.fixture()
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """The CLI in this process: returns (exit code, stderr). Starting Ray fails the test."""
+    import ray
+
+    def no_ray(*args: object, **kwargs: object) -> None:
+        pytest.fail("the command started Ray")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setattr(sys, "argv", ["sslsweep"])
+
+    def call(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code: int | str | None = 0
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        call.out = captured.out  # type: ignore[attr-defined]
+        return code, captured.err.strip()
+
+    return call
 
 
 def test_top_level_help_lists_the_commands() -> None:
@@ -42,14 +70,24 @@ def test_top_level_help_lists_the_commands() -> None:
         assert f"  {command}" in out
 
 
-def test_sweep_help_and_cfg_job_are_hydras() -> None:
+def test_sweep_help_and_cfg_job_are_hydras(cli) -> None:
     """`sslsweep sweep --help` lists the config groups; `--cfg job` prints the composed config."""
-    help_out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "sweep", "--help"],
-                              capture_output=True, text=True).stdout
-    assert "method: autoencoder, byol, context" in help_out and "experiment: demo, smoke" in help_out
-    cfg_out = subprocess.run([sys.executable, "-m", "sslsweep.cli", "sweep", "method=[simclr]", "--cfg", "job"],
-                             capture_output=True, text=True).stdout
-    assert "simclr:" in cfg_out and "rotation:" not in cfg_out and "num_samples: 8" in cfg_out
+    code, _ = cli("sweep", "--help")
+    help_out = cli.out
+    assert code == 0 and "method: autoencoder, byol, context" in help_out and "experiment: demo, smoke" in help_out
+    code, _ = cli("sweep", "method=[simclr]", "--cfg", "job")
+    cfg_out = cli.out
+    assert code == 0 and "simclr:" in cfg_out and "rotation:" not in cfg_out and "num_samples: 8" in cfg_out
+
+
+def test_bad_input_in_a_fresh_interpreter_is_one_line_exit_2_without_ray() -> None:
+    """As a user runs it: a bad value and a bad data-dependent value each exit with code 2 and one
+    stderr line, and neither imports Ray or torch (so neither can start Ray, and both are fast)."""
+    for args, message in ((["method.simclr.space.temperature=0"], "temperature = 0: the temperature must be > 0"),
+                          (["search.space.batch_size.choices=[4096]"], "must be <= the train pool (1169 images)")):
+        status, err = run_cli("sweep", *args)
+        assert status == {"code": 2, "ray_imported": False, "torch_imported": False, "ray_started": False}, err
+        assert len(err.splitlines()) == 1 and message in err, err
 
 
 def _parquet(path: Path, *, bad_row: int | None = None) -> Path:
@@ -88,34 +126,35 @@ BAD = [
 
 
 @pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_input_is_one_line_exit_2_no_ray_fast(overrides: list[str], message: str) -> None:
+def test_bad_input_is_one_line_exit_2_no_ray(cli, overrides: list[str], message: str) -> None:
     """Each bad input: exit code 2, a single stderr line naming key, value and rule, Ray never started.
     (How long it takes is measured by benchmarks/bad_input_latency.py, not asserted here.)"""
     import re
 
-    status, err, _ = run_cli("sweep", *overrides)
-    assert status == {"code": 2, "ray_started": False}
+    code, err = cli("sweep", *overrides)
+    assert code == 2
     assert len(err.splitlines()) == 1 and re.search(message, err), err
 
 
-def test_parquet_without_the_named_column(tmp_path: Path) -> None:
+def test_parquet_without_the_named_column(cli, tmp_path: Path) -> None:
     """A Parquet file lacking the image column: the key, the value and the columns there."""
     path = _parquet(tmp_path / "d.parquet")
-    status, err, _ = run_cli("sweep", "dataset=parquet", f"dataset.path={path}", "dataset.image_column=image")
-    assert status["code"] == 2 and "dataset.image_column = 'image': no such column" in err and "img, label" in err
+    code, err = cli("sweep", "dataset=parquet", f"dataset.path={path}", "dataset.image_column=image")
+    assert code == 2 and "dataset.image_column = 'image': no such column" in err and "img, label" in err
 
 
 def test_undecodable_image_names_the_row_and_leaves_no_sweep(tmp_path: Path) -> None:
-    """An image that does not decode: one line naming its row; no sweep directory is left behind."""
+    """An image that does not decode (found while decoding, the pipeline already imported): one
+    line naming its row, exit 2, Ray not started; no sweep directory is left behind."""
     path = _parquet(tmp_path / "d.parquet", bad_row=7)
-    status, err, _ = run_cli("sweep", "dataset=parquet", f"dataset.path={path}", f"storage={tmp_path / 'runs'}",
+    status, err = run_cli("sweep", "dataset=parquet", f"dataset.path={path}", f"storage={tmp_path / 'runs'}",
                                    "search.space.batch_size.choices=[8]", "dataset.label_fractions=[1.0]")
-    assert status == {"code": 2, "ray_started": False}
+    assert status["code"] == 2 and status["ray_started"] is False
     assert "row 7 is not a decodable image" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_decoded_images_too_small_or_not_square_fail_before_ray_and_leave_no_sweep(tmp_path: Path) -> None:
+def test_decoded_images_too_small_or_not_square_fail_before_ray_and_leave_no_sweep(cli, tmp_path: Path) -> None:
     """The size of parquet data is known only once decoded: 8x8 images for context (needs 16x16)
     and 12x8 images for any method fail as one line, exit 2, before Ray starts, with no sweep left."""
     import numpy as np
@@ -132,32 +171,30 @@ def test_decoded_images_too_small_or_not_square_fail_before_ray_and_leave_no_swe
              "dataset.image_size = 8: method context needs images of at least 16x16 (set dataset.image_size=16 or more)"),
             ([f"dataset.path={tall}", "method=[simclr]"],
              "dataset.image_size = None: the images are 12x8 (height x width); the methods need square images")):
-        status, err, _ = run_cli("sweep", *common, *args)
-        assert status == {"code": 2, "ray_started": False}
+        code, err = cli("sweep", *common, *args)
+        assert code == 2
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_resume_of_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
+def test_resume_of_a_directory_that_is_not_a_sweep(cli, tmp_path: Path) -> None:
     """`sslsweep resume DIR` and `sweep resume=DIR` on a non-sweep directory: one line, exit 2."""
     for args in (("resume", str(tmp_path)), ("sweep", f"resume={tmp_path}")):
-        status, err, _ = run_cli(*args)
-        assert status == {"code": 2, "ray_started": False}
+        code, err = cli(*args)
+        assert code == 2
         assert f"resume = '{tmp_path}': not a sweep directory (no manifest.json there)" in err
 
 
-def test_report_of_a_directory_that_is_not_a_sweep(tmp_path: Path) -> None:
+def test_report_of_a_directory_that_is_not_a_sweep(cli, tmp_path: Path) -> None:
     """`sslsweep report DIR` on a non-sweep directory: one line naming the path, exit 2."""
-    status, err, _ = run_cli("report", str(tmp_path))
-    assert status["code"] == 2 and str(tmp_path) in err and len(err.splitlines()) == 1
+    code, err = cli("report", str(tmp_path))
+    assert code == 2 and str(tmp_path) in err and len(err.splitlines()) == 1
 
 
 def test_a_ray_error_wrapping_a_value_error_is_not_reported_as_bad_input() -> None:
     """A trial or task that raised ValueError on a worker reaches the driver as
     RayTaskError(ValueError): a crash to show in full, not bad input (one line, exit 2)."""
     from ray.exceptions import RayTaskError
-
-    from sslsweep.cli import run
 
     crash = RayTaskError("trial", "Traceback (most recent call last):\n  boom", ValueError("bad")).as_instanceof_cause()
 
@@ -170,8 +207,6 @@ def test_a_ray_error_wrapping_a_value_error_is_not_reported_as_bad_input() -> No
 
 def test_bad_data_found_while_decoding_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """A plain ValueError from the driver's decoding is bad input: its first line, exit code 2."""
-    from sslsweep.cli import run
-
     def start() -> str:
         raise ValueError("dataset.path: row 3 is not a decodable image\nmore detail")
 

@@ -8,6 +8,14 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from sslsweep.config import ConfigError, from_dictconfig
+from sslsweep.data import read_facts
+from sslsweep.validate import validate_against_data
+from tests.conftest import encode_png, make_images
+
+
+def check_data(cfg) -> None:
+    """The pipeline's data stage: the dataset's facts against the config."""
+    validate_against_data(cfg, read_facts(cfg.dataset))
 
 
 def load(*overrides: str):
@@ -127,8 +135,6 @@ def test_missing_dataset_path_is_rejected(tmp_path: Path) -> None:
 
 def test_batch_size_larger_than_train_pool_is_rejected() -> None:
     """A batch size above the train pool (from labels alone) fails before decoding."""
-    from sslsweep.trainables.data import check_data
-
     cfg = load("dataset.max_images=100", "search.space.batch_size.choices=[32,512]")
     with pytest.raises(ConfigError, match=r"batch_size = 512: must be <= the train pool \(\d+ images\)"):
         check_data(cfg)
@@ -136,8 +142,6 @@ def test_batch_size_larger_than_train_pool_is_rejected() -> None:
 
 def test_labels_per_class_above_smallest_class_is_rejected() -> None:
     """labels_per_class larger than the smallest class of the train pool fails with that class size."""
-    from sslsweep.trainables.data import check_data
-
     cfg = load("dataset.labels_per_class=[500]")
     with pytest.raises(ConfigError, match=r"dataset.labels_per_class = 500: must be <= the smallest class .*\(\d+ images\)"):
         check_data(cfg)
@@ -146,8 +150,6 @@ def test_labels_per_class_above_smallest_class_is_rejected() -> None:
 def test_no_test_set_at_all_is_rejected_before_training() -> None:
     """test_fraction = 0 with no test set of the dataset's own would leave the confirm phase nothing
     to measure: it fails from the labels alone, naming the key."""
-    from sslsweep.trainables.data import check_data
-
     cfg = load("dataset.test_fraction=0")
     with pytest.raises(ConfigError, match=r"dataset.test_fraction = 0: must be > 0 when the dataset has no test set"):
         check_data(cfg)
@@ -168,3 +170,40 @@ def test_a_numeric_sweep_name_is_kept_as_text() -> None:
     """Hydra reads name=2024 as a number; it is a name all the same (and a saved sweep named so
     must still resume)."""
     assert load("name=2024").name == "2024"
+
+
+def _folder(root: Path, per_class: dict[str, int]) -> Path:
+    images, _ = make_images(sum(per_class.values()))
+    k = 0
+    for name, n in per_class.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            (root / name / f"{i}.png").write_bytes(encode_png(images[k]))
+            k += 1
+    return root
+
+
+def test_an_image_folder_with_one_image_per_class_names_the_per_class_rule(tmp_path: Path) -> None:
+    """Two classes of one image each cannot give every class a train, validation and test image:
+    one line naming the rule and the classes short of it (it was a numpy traceback in the splits)."""
+    root = _folder(tmp_path / "imgs", {"cat": 1, "dog": 1})
+    cfg = load("dataset=imagefolder", f"dataset.path={root}")
+    with pytest.raises(ConfigError, match=r"dataset.path = '.*imgs': needs at least 3 images per class for the "
+                                          r"train, validation and test splits; too few in cat \(1\), dog \(1\)"):
+        check_data(cfg)
+
+
+def test_an_image_folder_with_one_class_names_the_two_class_rule(tmp_path: Path) -> None:
+    """One class is no classification problem: one line naming the rule (it was a batch-size error)."""
+    root = _folder(tmp_path / "imgs", {"cat": 30})
+    cfg = load("dataset=imagefolder", f"dataset.path={root}")
+    with pytest.raises(ConfigError, match=r"dataset.path = '.*imgs': needs at least 2 classes; the data has 1 "
+                                          r"\(cat: 30 images\)"):
+        check_data(cfg)
+
+
+def test_enough_images_per_class_passes_the_data_rules(tmp_path: Path) -> None:
+    """Three images of each of two classes are enough for the three splits (the rule is no stricter)."""
+    root = _folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
+    check_data(load("dataset=imagefolder", f"dataset.path={root}", "search.space.batch_size.choices=[2]",
+                    "dataset.label_fractions=[1.0]"))

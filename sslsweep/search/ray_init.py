@@ -8,8 +8,8 @@ import os
 import secrets
 from typing import Any, Mapping, Sequence
 
-from sslsweep.config import ConfigError
-from sslsweep.search.storage import Storage
+from sslsweep.rules import ConfigError
+from sslsweep.storage import Storage
 
 log = logging.getLogger("sslsweep")
 

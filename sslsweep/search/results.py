@@ -9,21 +9,8 @@ from typing import Any, Iterable
 import pandas as pd
 import pyarrow as pa
 
-
-TRIAL_COLUMNS = {
-    "sweep_id": pa.string(), "method": pa.string(), "trial_id": pa.string(), "seed": pa.int64(),
-    "epoch": pa.int64(), "metric": pa.float64(), "pretext_loss": pa.float64(), "pretext_acc": pa.float64(),
-    "wall_time_s": pa.float64(), "epoch_time_s": pa.float64(), "throughput": pa.float64(),
-    "status": pa.string(), "error": pa.string(), "node_id": pa.string(),
-}
-BUDGET_COLUMNS = {
-    "sweep_id": pa.string(), "method": pa.string(), "seed": pa.int64(), "trial_id": pa.string(),
-    "source_trial_id": pa.string(), "budget_kind": pa.string(), "budget": pa.float64(), "n_labels": pa.int64(),
-    "protocol": pa.string(), "val_acc": pa.float64(), "test_acc": pa.float64(), "pretrain_epochs": pa.int64(),
-    "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
-}
-_RESERVED = ("method", "seed", "run")
-
+from sslsweep.analysis.trials import best_trials
+from sslsweep.schema import BUDGET_COLUMNS, HP_PREFIX, TRIAL_COLUMNS, TRIAL_KEYS, hp_column
 
 def outcome(result: dict[str, Any] | None, error: bool, max_epochs: int) -> str:
     """How a trial ended, from its last result: completed, stopped (early, by the scheduler),
@@ -70,7 +57,7 @@ def trial_rows(sweep_id: str, metric: str, max_epochs: int, results: Iterable[An
         status = outcome(last, res.error is not None, max_epochs)
         error = str(res.error).strip().splitlines()[-1] if res.error is not None else (last.get("error") or None)
         trial_id = str(last.get("trial_id") or (res.path or "").rstrip("/").rsplit("/", 1)[-1])
-        hps = {f"hp_{k}": v for k, v in config.items() if k not in _RESERVED}
+        hps = {hp_column(k): v for k, v in config.items() if k not in TRIAL_KEYS}
         base = dict(sweep_id=sweep_id, method=str(config.get("method")), trial_id=trial_id,
                     seed=int(config.get("seed", 0)), status=status, error=error, **hps)
         df = res.metrics_dataframe
@@ -97,7 +84,7 @@ def trial_rows(sweep_id: str, metric: str, max_epochs: int, results: Iterable[An
 
 def trials_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows -> a table with the fixed columns first, then one ``hp_*`` column per hyperparameter."""
-    hp_cols = sorted({k for r in rows for k in r if k.startswith("hp_")})
+    hp_cols = sorted({k for r in rows for k in r if k.startswith(HP_PREFIX)})
     fields = [pa.field(k, t) for k, t in TRIAL_COLUMNS.items()]
     for c in hp_cols:
         values = [r.get(c) for r in rows]
@@ -137,14 +124,13 @@ def budget_table(rows: list[dict[str, Any]]) -> pa.Table:
 def best_configs(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per method, the search trial the confirm phase re-trains, with its hyperparameters.
 
-    The choice is the report's, by the same function (:func:`sslsweep.analysis.tables.best_trials`,
+    The choice is the report's, by the same function (:func:`sslsweep.analysis.trials.best_trials`,
     maximising the selection metric): the best final metric among completed trials, else among the
     trials ASHA stopped; never a failed or diverged one; a tie goes to the smallest trial id."""
-    from sslsweep.analysis.tables import best_trials
-
     best: dict[str, dict[str, Any]] = {}
     for _, row in best_trials(trials, "max").iterrows():
-        hp = {c[3:]: _py(row[c]) for c in trials.columns if c.startswith("hp_") and not _isnull(row[c])}
+        hp = {c[len(HP_PREFIX):]: _py(row[c]) for c in trials.columns
+              if c.startswith(HP_PREFIX) and not _isnull(row[c])}
         best[str(row["method"])] = {"trial_id": row["trial_id"], "metric": float(row["metric"]), "hp": hp,
                                     "seed": int(row["seed"])}
     return best

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sslsweep.config import from_dictconfig
-from sslsweep.search.sweep import run_sweep
+from sslsweep.pipeline import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -258,7 +258,7 @@ def test_a_search_that_ends_with_fewer_trials_is_topped_up_in_the_same_study(ray
     the method ends with num_samples trials, all different configurations, all in its one Optuna
     study, and a resume of the finished sweep reads both experiments without running anything again."""
     from sslsweep.search import tuner as tuner_mod
-    from sslsweep.search.sweep import resume_sweep
+    from sslsweep.pipeline import resume_sweep
 
     real = tuner_mod.search_tuner
     calls: list[tuple[str | None, int | None]] = []

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from sslsweep.search import jobs
+from sslsweep.cli import jobs as jobs_cli
+from sslsweep.cli import submit as submit_cli
+from sslsweep.search import jobclient
+from sslsweep.search.jobclient import ClusterError
 from tests.search.conftest import RayCluster, SubmittedSweep, sslsweep
 
 TINY = ["experiment=smoke", "method=[none]", "dataset.max_images=100", "confirm.seeds=1"]
@@ -108,17 +111,17 @@ def no_ray_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_token_is_found_where_ray_looks(no_ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """RAY_AUTH_TOKEN, else the file in RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's order)."""
-    assert jobs.auth_token() is None
+    assert jobclient.auth_token() is None
     (no_ray_env / ".ray").mkdir()
     (no_ray_env / ".ray" / "auth_token").write_text("home-token\n")
-    assert jobs.auth_token() == "home-token"
+    assert jobclient.auth_token() == "home-token"
     (no_ray_env / "tok").write_text("file-token")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(no_ray_env / "tok"))
-    assert jobs.auth_token() == "file-token"
+    assert jobclient.auth_token() == "file-token"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "env-token")
-    assert jobs.auth_token() == "env-token"
+    assert jobclient.auth_token() == "env-token"
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    assert jobs.auth_token() is None
+    assert jobclient.auth_token() is None
 
 
 def test_an_unreadable_token_file_named_in_the_environment_is_one_line(
@@ -126,20 +129,24 @@ def test_an_unreadable_token_file_named_in_the_environment_is_one_line(
     """RAY_AUTH_TOKEN_PATH naming a missing file is an error naming it (Ray's clients treat it as
     fatal too), not a silent fall-through to "the cluster requires a token"."""
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(no_ray_env / "missing"))
-    with pytest.raises(SystemExit) as info:
-        jobs.auth_token()
+    message = (f"RAY_AUTH_TOKEN_PATH = '{no_ray_env / 'missing'}': "
+               "cannot read the token there (No such file or directory)")
+    with pytest.raises(ClusterError) as raised:
+        jobclient.auth_token()
+    assert str(raised.value) == message
+    with pytest.raises(SystemExit) as info:  # through the command line: that line, exit code 2
+        jobs_cli.main(["status", "sslsweep-1"])
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and err == (f"sslsweep: error: RAY_AUTH_TOKEN_PATH = '{no_ray_env / 'missing'}': "
-                                            "cannot read the token there (No such file or directory)")
+    assert info.value.code == 2 and err == f"sslsweep: error: {message}"
 
 
 def test_address_order(no_ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
+    assert jobclient.resolve_address(None) == "http://127.0.0.1:8265"
     monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.1:8265")
-    assert jobs.resolve_address(None) == "http://10.0.0.1:8265"
+    assert jobclient.resolve_address(None) == "http://10.0.0.1:8265"
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://10.0.0.2:8265")
-    assert jobs.resolve_address(None) == "http://10.0.0.2:8265"
-    assert jobs.resolve_address("http://10.0.0.3:8265") == "http://10.0.0.3:8265"
+    assert jobclient.resolve_address(None) == "http://10.0.0.2:8265"
+    assert jobclient.resolve_address("http://10.0.0.3:8265") == "http://10.0.0.3:8265"
 
 
 class FakeClient:
@@ -158,11 +165,11 @@ def test_submit_ships_the_project_without_data_and_runs_the_sweep(
     with data, outputs, hidden directories and a storage directory inside it excluded. Checked on
     the package Ray builds: "/.*" matched the project root itself and shipped an empty package."""
     fake = FakeClient()
-    monkeypatch.setattr(jobs, "client", lambda address: fake)
-    root = jobs.project_dir()
-    assert root is not None and (root / "sslsweep" / "cli.py").is_file()
+    monkeypatch.setattr(jobclient, "client", lambda address: fake)
+    root = jobclient.project_dir()
+    assert root is not None and (root / "sslsweep" / "cli" / "__init__.py").is_file()
     store = root / "runs" / "cluster"
-    jobs.submit_main(["--address", "http://127.0.0.1:1", "--", "method=[simclr,rotation]", f"storage={store}",
+    submit_cli.main(["--address", "http://127.0.0.1:1", "--", "method=[simclr,rotation]", f"storage={store}",
                       "name=a b"])
     out = capsys.readouterr()
     job_id = out.out.strip()
@@ -174,7 +181,7 @@ def test_submit_ships_the_project_without_data_and_runs_the_sweep(
     for pattern in ("/data", "/runs", "/outputs", "*.parquet", "/runs/cluster"):
         assert pattern in env["excludes"], pattern
     shipped = _shipped(root, env["excludes"], tmp_path)
-    assert "sslsweep/cli.py" in shipped and "pyproject.toml" in shipped and "sslsweep/conf/config.yaml" in shipped
+    assert "sslsweep/cli/__init__.py" in shipped and "pyproject.toml" in shipped and "sslsweep/conf/config.yaml" in shipped
     assert not [p for p in shipped if p.split("/")[0] in (".git", ".venv", ".gpu", "data", "runs")]
     assert sum((root / p).stat().st_size for p in shipped) < 20 * 2**20  # code, not data
 
@@ -199,17 +206,17 @@ def _shipped(root: Path, excludes: list[str], tmp: Path) -> list[str]:
 def test_submit_checks_overrides_before_contacting_the_cluster(
         no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         overrides: list[str], message: str) -> None:
-    monkeypatch.setattr(jobs, "client", lambda address: pytest.fail("contacted the cluster"))
+    monkeypatch.setattr(jobclient, "client", lambda address: pytest.fail("contacted the cluster"))
     with pytest.raises(SystemExit) as exc:
-        jobs.submit_main(["--", *overrides])
+        submit_cli.main(["--", *overrides])
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_submit_accepts_a_dataset_path_that_exists_only_on_the_cluster(
         no_ray_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     fake = FakeClient()
-    monkeypatch.setattr(jobs, "client", lambda address: fake)
-    jobs.submit_main(["--", "dataset=parquet", "dataset.path=/mnt/nfs/cifar10", "storage=s3://b/r"])
+    monkeypatch.setattr(jobclient, "client", lambda address: fake)
+    submit_cli.main(["--", "dataset=parquet", "dataset.path=/mnt/nfs/cifar10", "storage=s3://b/r"])
     err = capsys.readouterr().err
     assert "dataset.path = '/mnt/nfs/cifar10' does not exist here" in err and fake.submitted
 
@@ -221,7 +228,7 @@ def test_unreachable_cluster_is_one_line(no_ray_env: Path, capsys: pytest.Captur
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
     with pytest.raises(SystemExit) as exc:
-        jobs.jobs_main(["status", "x", "--address", f"http://127.0.0.1:{port}"])
+        jobs_cli.main(["status", "x", "--address", f"http://127.0.0.1:{port}"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "cannot reach the Ray dashboard" in err and len(err.strip().splitlines()) == 1
 
@@ -256,7 +263,7 @@ def test_follow_prints_every_log_line_once_even_when_the_stream_ends_early(
     driver's last line, `sweep finished: ...`) is fetched when the job is done."""
     logs = "starting\nsearching\nsweep finished: /tmp/s\n"
     client = _FakeJobClient(logs, ["starting\n", "searching\n"], breaks=breaks)
-    assert jobs._follow(client, "job-1", "http://127.0.0.1:1") == 0
+    assert jobs_cli.follow(client, "job-1", "http://127.0.0.1:1") == 0
     out = capsys.readouterr()
     assert out.out == logs
     assert "job job-1: SUCCEEDED" in out.err
@@ -272,9 +279,9 @@ def test_a_connection_lost_after_connecting_is_one_line(no_ray_env: Path, monkey
         def get_job_info(self, job_id: str) -> Any:
             raise requests.exceptions.ConnectionError("Max retries exceeded with url: /api/jobs/x")
 
-    monkeypatch.setattr(jobs, "client", lambda address: Dropped())
+    monkeypatch.setattr(jobclient, "client", lambda address: Dropped())
     with pytest.raises(SystemExit) as info:
-        jobs.jobs_main(["status", "sslsweep-1", "--address", "http://127.0.0.1:1"])
+        jobs_cli.main(["status", "sslsweep-1", "--address", "http://127.0.0.1:1"])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("sslsweep: error: cannot reach the Ray dashboard at http://127.0.0.1:1 (Max retries")

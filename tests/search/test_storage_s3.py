@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from sslsweep.config import ConfigError, DatasetConfig
-from sslsweep.search.storage import Mirror, Storage, open_sweep_dir
-from sslsweep.trainables import data as data_mod
-from sslsweep.trainables.data import load_digits, prepare, read_labels
+from sslsweep.search.recovery import Mirror
+from sslsweep.storage import Storage, open_sweep_dir
+from sslsweep.data import sources as data_mod
+from sslsweep.data import load_digits, prepare, read_labels
 from tests.search.conftest import S3Server, clean_env, kill_group, kill_marked, sslsweep
 
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from sslsweep.config import from_dictconfig
-from sslsweep.search.sweep import run_sweep
+from sslsweep.pipeline import run_sweep
 
 pytestmark = pytest.mark.slow
 

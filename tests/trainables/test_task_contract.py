@@ -34,9 +34,10 @@ import torch
 from hydra import compose, initialize_config_module
 
 from sslsweep.config import ConfigError, EncoderConfig, TrainerConfig, from_dictconfig
-from sslsweep.trainables.data import Prepared, Splits
+from sslsweep.data import Prepared, Splits
 from sslsweep.trainables.encoders import build_encoder
 from sslsweep.trainables.evaluate import extract_features
+from sslsweep.rules import HP_RULES
 from sslsweep.trainables.tasks import TASKS, TaskEntry, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
 from sslsweep.trainables.train import (Runtime, load_checkpoint, make_pretrainer, save_checkpoint,
@@ -298,8 +299,14 @@ def test_method_config_composes_with_the_tasks_own_space(name: str) -> None:
         return
     assert set(entry.required) <= set(method.space)
     assert ("temperature" in method.space) == entry.contrastive  # temperature only for contrastive tasks
-    for key in entry.rules:  # every task-specific knob is configured, i.e. documented in the YAML
-        assert key in method.space, f"{name}: rule for {key!r} but no {key!r} in conf/method/{name}.yaml"
+    for key in method.space:  # every knob of the space is checked by a rule
+        assert key in HP_RULES, f"{name}: {key!r} is in conf/method/{name}.yaml but has no rule in sslsweep.rules"
+
+
+def test_every_hyperparameter_rule_names_a_knob_some_method_reads() -> None:
+    """A rule for a name no method's space holds would check nothing (a renamed knob, a typo)."""
+    read = set().union(*(set(method_config(n).space) for n in TASKS if TASKS[n].pretrains))
+    assert set(HP_RULES) <= read | {"optimizer", "beta1"}, sorted(set(HP_RULES) - read)
 
 
 @pytest.mark.parametrize("name", [n for n in PRETRAINING if TASKS[n].min_size > 8])

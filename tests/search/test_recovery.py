@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sslsweep.search.storage import Mirror, Storage, fetch_log
+from sslsweep.search.recovery import Mirror, fetch_log
+from sslsweep.storage import Storage
 
 REL = "optuna/simclr.journal"
 
