@@ -120,11 +120,11 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def random_prepared(n_train: int, channels: int = 3, size: int = 32, seed: int = 0, num_classes: int = 10):
-    """A :class:`~sslsweep.trainables.data.Prepared` of random uint8 images with exactly
+    """A :class:`~sslsweep.data.Prepared` of random uint8 images with exactly
     ``n_train`` images in the train pool (val and test get a token 2% each), for throughput."""
     import numpy as np
 
-    from sslsweep.trainables.data import Prepared, Splits
+    from sslsweep.data import Prepared, Splits
 
     k = max(1, n_train // 50)
     n = n_train + 2 * k

@@ -31,7 +31,7 @@ import torch
 from _common import emit, hardware, median, now, print_hardware, rnd, sync
 
 from sslsweep.config import DatasetConfig, EncoderConfig, TrainerConfig
-from sslsweep.trainables.data import prepare
+from sslsweep.data import prepare
 from sslsweep.trainables.evaluate import extract_features, knn_top1
 from sslsweep.trainables.train import DeviceData, Runtime, make_pretrainer, train_one_epoch
 

@@ -74,7 +74,7 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
 
     from sslsweep.search.spaces import DefineByRun
     from sslsweep.search.tuner import sampler as project_sampler
-    from sslsweep.trainables.data import prepare
+    from sslsweep.data import prepare
     from sslsweep.trainables.train import DeviceData, Runtime, make_pretrainer, selection_metric, train_one_epoch
 
     torch.set_num_threads(1)

@@ -70,7 +70,7 @@ def compose(overrides: list[str]):
 
 def _settings(cfg: Any) -> Any:
     """The trial settings exactly as ``Sweep._settings(confirm=False)`` builds them."""
-    from sslsweep.trainables.data import budgets
+    from sslsweep.data import budgets
     from sslsweep.trainables.trial import TrialSettings
 
     metric = f"{cfg.eval.metric}_top1"
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "resources.cpu=1", "resources.gpu=0", "eval.knn_k=5", *args.overrides]
 
     cfg = compose(overrides_for(args.widths[0]))
-    from sslsweep.trainables.data import prepare
+    from sslsweep.data import prepare
 
     data = prepare(cfg.dataset)
     import ray

@@ -8,11 +8,13 @@ Datasets and sweeps to report on are opened through :func:`resolve` too.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -70,19 +72,23 @@ def atomic_write(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         with fs.open_output_stream(path) as f:
             f.write(data)
         return
-    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
+    with atomic_local_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_local_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside the local file ``path`` for the block to write; renamed over ``path``
+    when the block ends without error, removed otherwise. For writers that stream to a file
+    (``np.savez``) rather than hold the bytes in memory."""
+    target = Path(path).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp{target.suffix}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_local(path: str | os.PathLike[str], data: bytes) -> None:
-    """:func:`atomic_write` for a local path."""
-    atomic_write(pafs.LocalFileSystem(), os.path.abspath(os.fspath(path)), data)
+        tmp.unlink(missing_ok=True)
 
 
 class Storage:

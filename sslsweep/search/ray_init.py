@@ -8,6 +8,9 @@ import os
 import secrets
 from typing import Any, Mapping, Sequence
 
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from sslsweep.rules import ConfigError
 from sslsweep.storage import Storage
 
@@ -23,7 +26,6 @@ def init_ray() -> None:
     Local Ray keeps its defaults: token authentication on, dashboard off (nothing listens beyond
     loopback). A cluster with token authentication needs ``RAY_AUTH_MODE=token`` and the token in
     this process's environment; inside a Ray job both come from the cluster's nodes."""
-    import ray
 
     if ray.is_initialized():
         return
@@ -43,8 +45,6 @@ def unshared_nodes(nodes: Sequence[Mapping[str, Any]], seen: Sequence[bool]) -> 
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
@@ -58,8 +58,6 @@ def check_storage_shared(st: Storage) -> None:
     not). Raises :class:`ConfigError` naming the nodes that cannot see it."""
     if st.remote:
         return
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = _alive_nodes()
     if len(nodes) <= 1:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
+import optuna
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -112,8 +113,6 @@ def fail_orphaned_trials(storage: Any, study_name: str) -> int:
     suggests a replacement instead. Call after the method's Tuner has returned (every trial Tune
     knows has ended). Returns how many were closed.
     """
-    import optuna
-
     study = optuna.load_study(study_name=study_name, storage=storage)
     orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in orphans:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -22,8 +23,6 @@ def resources(cfg: ResourcesConfig) -> dict[str, float]:
 def journal_storage(path: Path) -> optuna.storages.BaseStorage:
     """Optuna's journal storage in one file: the study survives the driver and can be inspected
     with Optuna's own tools (``optuna.load_study(study_name=method, storage=...)``)."""
-    from optuna.storages.journal import JournalFileBackend
-
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 

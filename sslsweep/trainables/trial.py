@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.trainables.data import Prepared
+from sslsweep.data import Prepared
+from sslsweep.schema import TRIAL_KEYS
 from sslsweep.trainables.encoders import build_encoder
 from sslsweep.trainables.tasks import encoder_config_for
 from sslsweep.trainables.train import (
@@ -39,7 +41,6 @@ from sslsweep.trainables.train import (
     train_epochs,
 )
 
-RESERVED = ("method", "seed", "source_trial_id")
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +62,7 @@ class TrialSettings:
 def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
     """(method, seed, hyperparameters) of a sampled trial config (confirm trials nest it in ``run``)."""
     config = config.get("run", config)
-    hp = {k: v for k, v in config.items() if k not in RESERVED}
+    hp = {k: v for k, v in config.items() if k not in TRIAL_KEYS}
     return str(config["method"]), int(config.get("seed", 0)), hp
 
 
@@ -73,7 +74,6 @@ def _node() -> str:
 
 def _checkpoint_candidates(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
     """The checkpoint Tune hands back, then the trial's older ones (newest first), in its storage."""
-    import pyarrow.fs as pafs
 
     parent = ckpt.path.rstrip("/").rsplit("/", 1)[0]
     try:

@@ -1,0 +1,34 @@
+"""Datasets, splits and label budgets, stage by stage.
+
+A dataset is decoded once into a uint8 array (N, C, H, W) plus int64 labels; decoded arrays are
+cached on disk by a key of the source file(s) and the decoding options, so a second sweep over the
+same data does not decode again. Splits and label subsets are pure functions of the labels and a
+seed: every method, every trial and every node computes the same ones. No torch here.
+
+- :mod:`~sslsweep.data.sources`: digits, Parquet files and image folders; labels without decoding.
+- :mod:`~sslsweep.data.decode`: encoded images to arrays.
+- :mod:`~sslsweep.data.cache`: the decoded-array cache.
+- :mod:`~sslsweep.data.splits`: train/val/test splits and nested label budgets.
+- :mod:`~sslsweep.data.prepare`: the arrays a sweep's trials share.
+- :mod:`~sslsweep.data.facts`: what the data-dependent rules need, one image decoded.
+"""
+
+from sslsweep.data.facts import DataFacts, read_facts
+from sslsweep.data.prepare import Prepared, fingerprint, prepare
+from sslsweep.data.sources import ImageSet, load_digits, read_labels
+from sslsweep.data.splits import Splits, budgets, label_subset, make_splits
+
+__all__ = [
+    "DataFacts",
+    "ImageSet",
+    "Prepared",
+    "Splits",
+    "budgets",
+    "fingerprint",
+    "label_subset",
+    "load_digits",
+    "make_splits",
+    "prepare",
+    "read_facts",
+    "read_labels",
+]
