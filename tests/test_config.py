@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from sslsweep import config as C
 
 from sslsweep.config import ConfigError, from_dictconfig
 from sslsweep.data import read_facts
@@ -207,3 +211,26 @@ def test_enough_images_per_class_passes_the_data_rules(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
     check_data(load("dataset=imagefolder", f"dataset.path={root}", "search.space.batch_size.choices=[2]",
                     "dataset.label_fractions=[1.0]"))
+
+
+# Where the composed default differs from the dataclass's default on purpose, and why.
+DELIBERATE = {("dataset", "hflip"): "digits (the default dataset) are not mirror-symmetric: conf/dataset/digits.yaml"}
+
+
+def test_the_yaml_and_the_dataclasses_agree_on_every_default() -> None:
+    """A default is written in conf/*.yaml (what Hydra composes) and in the dataclass field (what a
+    test or a library user gets from ``TrainerConfig()``): the two must agree, key by key, except
+    the deliberate dataset-specific ones listed above."""
+    with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
+        raw = OmegaConf.to_container(compose(config_name="config"), resolve=True)
+    differ = {}
+    for section, cls in (("dataset", C.DatasetConfig), ("encoder", C.EncoderConfig), ("search", C.SearchConfig),
+                         ("resources", C.ResourcesConfig), ("trainer", C.TrainerConfig), ("eval", C.EvalConfig),
+                         ("confirm", C.ConfirmConfig)):
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            composed = raw[section].get(f.name, "<absent from the yaml>")
+            composed = tuple(composed) if isinstance(composed, list) else composed
+            if composed != default:
+                differ[(section, f.name)] = (default, composed)
+    assert set(differ) == set(DELIBERATE), differ
