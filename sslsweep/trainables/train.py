@@ -1,9 +1,9 @@
 """The plain-PyTorch training loop of a trial: no Ray here.
 
-Read top to bottom: :func:`make_pretrainer` builds encoder + task + optimizer for one sampled
+Read top to bottom: :func:`make_pretrainer` builds encoder + task + optimizers for one sampled
 configuration; :func:`train_epochs` runs epochs; :func:`selection_metric` scores the encoder on
 the validation split; :func:`evaluate_budgets` runs the confirm-phase evaluation at every label
-budget. State (weights, optimizer, epoch, RNG) round-trips through :meth:`Pretrainer.state_dict`
+budget. State (weights, optimizers, epoch, RNG) round-trips through :meth:`Pretrainer.state_dict`
 so a trial resumes exactly where its last checkpoint left it.
 """
 
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.trainables.data import Prepared, label_subset
+from sslsweep.data import Prepared, label_subset
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, epoch_batch_size
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, epoch_batch_size
 
 
 class Diverged(RuntimeError):
@@ -69,7 +69,10 @@ class EpochStats:
 
 @dataclass
 class Pretrainer:
-    """One trial's mutable state: task (encoder + heads), optimizer, epoch counter and RNGs."""
+    """One trial's mutable state: task (encoder + heads), optimizers, epoch counter and RNGs.
+
+    ``extra_optimizers`` are the task's own (:meth:`PretextTask.extra_optimizers`), stepped and
+    checkpointed with ``optimizer``."""
 
     task: PretextTask
     optimizer: torch.optim.Optimizer
@@ -80,6 +83,7 @@ class Pretrainer:
     seed: int
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # every result reported, kept in checkpoints
+    extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     gen: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,12 +95,15 @@ class Pretrainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                "extra_optimizers": {name: opt.state_dict() for name, opt in self.extra_optimizers.items()},
                 "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "history": json.dumps(self.history)}  # a string: weights_only loading accepts it
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.task.load_state_dict(state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for name, opt in self.extra_optimizers.items():
+            opt.load_state_dict(state["extra_optimizers"][name])
         self.epoch = int(state["epoch"])
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
@@ -110,21 +117,24 @@ def task_context(data: Prepared) -> TaskContext:
 
 def make_pretrainer(method: str, hp: Mapping[str, Any], data: Prepared, encoder_cfg: EncoderConfig,
                     trainer_cfg: TrainerConfig, runtime: Runtime, *, max_epochs: int, seed: int) -> Pretrainer:
-    """Build encoder, task and optimizer for one sampled configuration, seeded."""
+    """Build encoder, task and optimizers for one sampled configuration, seeded. The trainer's
+    optimizer gets every trainable parameter but those of the task's own optimizers."""
     torch.manual_seed(seed)
     encoder = build_encoder(encoder_config_for(method, encoder_cfg), data.shape[0])
     task = get_task(method)(encoder, hp, task_context(data)).to(runtime.device)
     if runtime.channels_last:
         task = task.to(memory_format=torch.channels_last)
+    extra = task.extra_optimizers()
+    theirs = {id(p) for opt in extra.values() for p in _params(opt)}
     lr, wd = float(hp.get("lr", 0.05)), float(hp.get("weight_decay", 0.0))
-    params = [p for p in task.parameters() if p.requires_grad]
+    params = [p for p in task.parameters() if p.requires_grad and id(p) not in theirs]
     if hp.get("optimizer", trainer_cfg.optimizer) == "adamw":  # a method may fix its own (gan: adamw, beta1 0.5)
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd,
                                                        betas=(float(hp.get("beta1", 0.9)), 0.999))
     else:
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
     pre = Pretrainer(task=task, optimizer=opt, hp=dict(hp), max_epochs=max_epochs,
-                     warmup_epochs=trainer_cfg.warmup_epochs, runtime=runtime, seed=seed)
+                     warmup_epochs=trainer_cfg.warmup_epochs, runtime=runtime, seed=seed, extra_optimizers=extra)
     if runtime.compile:  # the encoder only, in place: state_dict keys unchanged, tasks' own steps untouched
         task.encoder.compile()
     return pre
@@ -136,6 +146,26 @@ def lr_at(progress: float, base_lr: float, total_epochs: int, warmup_epochs: int
         return base_lr * progress / warmup_epochs
     span = max(total_epochs - warmup_epochs, 1e-9)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup_epochs) / span)))
+
+
+def _params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
+def backward_and_step(pre: Pretrainer, out: TaskOutput) -> None:
+    """Backpropagate a step's losses, then step every optimizer: ``out.loss`` for the trainer's
+    optimizer, ``out.extra_losses[name]`` for the task's optimizer ``name`` (and its parameters only).
+
+    Every backward pass comes before any step: an extra loss's graph holds weights the main step
+    changes in place (the GAN's generator loss runs through the discriminator)."""
+    optimizers = [pre.optimizer, *pre.extra_optimizers.values()]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    for name, loss in out.extra_losses.items():
+        loss.backward(inputs=_params(pre.extra_optimizers[name]))
+    for opt in optimizers:
+        opt.step()
 
 
 def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
@@ -156,9 +186,7 @@ def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
         x = images[order[step * bs:(step + 1) * bs]]
         with torch.autocast(pre.runtime.device.type, dtype=torch.bfloat16, enabled=pre.runtime.autocast):
             out = pre.task(x, pre.gen)
-        pre.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        pre.optimizer.step()
+        backward_and_step(pre, out)
         total_loss += out.loss.detach().float()
         if out.acc is not None:
             total_acc += out.acc.float()

@@ -35,9 +35,9 @@ from hydra import compose, initialize_config_module
 
 from sslsweep.config import ConfigError, EncoderConfig, TrainerConfig, from_dictconfig
 from sslsweep.data import Prepared, Splits
+from sslsweep.rules import HP_RULES
 from sslsweep.trainables.encoders import build_encoder
 from sslsweep.trainables.evaluate import extract_features
-from sslsweep.rules import HP_RULES
 from sslsweep.trainables.tasks import TASKS, TaskEntry, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
 from sslsweep.trainables.train import (Runtime, load_checkpoint, make_pretrainer, save_checkpoint,

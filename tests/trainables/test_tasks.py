@@ -3,6 +3,7 @@ task rule rejected with its one-line message, and the loading of pretrained weig
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import urllib.error
@@ -16,16 +17,20 @@ import torchvision
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from sslsweep.config import ConfigError, EncoderConfig, from_dictconfig
+from sslsweep.config import ConfigError, EncoderConfig, TrainerConfig, from_dictconfig
+from sslsweep.data import Prepared, Splits, fingerprint
 from sslsweep.trainables.encoders import build_encoder, small_cnn
 from sslsweep.trainables.tasks.autoencoder import AutoEncoder, ConvDecoder, corrupt
 from sslsweep.trainables.tasks.base import TaskContext
 from sslsweep.trainables.tasks.byol import BYOL, byol_loss
 from sslsweep.trainables.tasks.context import NEIGHBOURS, Context, crop_patches, patch_layout
 from sslsweep.trainables.tasks.exemplar import Exemplar, random_affine
-from sslsweep.trainables.tasks.gan import DCGAN, BufferAdam, frozen_bn_stats
+from sslsweep.trainables.tasks.gan import DCGAN, frozen_bn_stats
 from sslsweep.trainables.tasks.jigsaw import Jigsaw, hamming_permutations, tile_layout
 from sslsweep.trainables.tasks.simsiam import SimSiam, negative_cosine
+from sslsweep.trainables.train import (DeviceData, Runtime, backward_and_step, load_checkpoint, make_pretrainer,
+                                       save_checkpoint, train_one_epoch)
+from tests.trainables.test_train import CPU, tiny_data
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -202,16 +207,24 @@ def test_tile_layout_keeps_a_gap_and_a_minimum_tile() -> None:
 # ----------------------------------------------------------------------------- gan
 
 
-def test_buffer_adam_equals_torch_adam() -> None:
-    w = nn.Parameter(torch.randn(5, 3))
-    ref = nn.Parameter(w.detach().clone())
-    mine, theirs = BufferAdam([w], 1e-2, (0.5, 0.999)), torch.optim.Adam([ref], lr=1e-2, betas=(0.5, 0.999))
-    for step in range(5):
-        g = torch.randn(5, 3, generator=gen(step))
-        mine.step([w], (g,))
-        ref.grad = g.clone()
-        theirs.step()
-    assert torch.allclose(w, ref, atol=1e-6) and int(mine.t) == 5
+GAN_HP = {"lr": 2e-4, "weight_decay": 0.0, "batch_size": 10, "optimizer": "adamw", "beta1": 0.5,
+          "g_lr": 1e-3, "z_dim": 8, "gen_width": 4}
+
+
+def gan_pretrainer(seed: int = 0):
+    return make_pretrainer("gan", GAN_HP, tiny_data(), EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=2,
+                           seed=seed)
+
+
+def test_gan_generator_trains_with_torch_adam_at_g_lr_and_dcgans_beta1() -> None:
+    """The generator's own optimizer: torch's Adam over exactly the generator's parameters, lr
+    ``g_lr``, betas (0.5, 0.999) (DCGAN sec. 4), eps 1e-8."""
+    task = DCGAN(small_cnn(1, 4), {"g_lr": 1e-3, "z_dim": 8, "gen_width": 4}, TaskContext(1, 16))
+    (name, opt), = task.extra_optimizers().items()
+    assert name == "generator" and type(opt) is torch.optim.Adam and len(opt.param_groups) == 1
+    group = opt.param_groups[0]
+    assert (group["lr"], group["betas"], group["eps"]) == (1e-3, (0.5, 0.999), 1e-8)
+    assert [id(p) for p in group["params"]] == [id(p) for p in task.generator.parameters()]
 
 
 def test_frozen_bn_stats_normalise_but_do_not_track() -> None:
@@ -227,19 +240,68 @@ def test_frozen_bn_stats_normalise_but_do_not_track() -> None:
 
 
 def test_gan_step_trains_the_generator_privately_and_the_discriminator_through_the_loss() -> None:
+    """The discriminator's loss reaches the encoder and not the generator; the generator's loss,
+    stepped by the trainer with the task's own Adam, moves the generator and not the discriminator;
+    generated images leave the encoder's running statistics alone."""
     torch.manual_seed(0)
-    task = DCGAN(small_cnn(1, 4), {"g_lr": 1e-3, "z_dim": 8, "gen_width": 4}, TaskContext(1, 16)).train()
+    pre = gan_pretrainer()
+    task, g_opt = pre.task, pre.extra_optimizers["generator"]
+    x = uint8_images(6, 1, 8)
+    alone = copy.deepcopy(task)  # the same weights, stepped by nothing
+    out = alone(x, gen())
+    assert all(p.grad is None for p in alone.parameters())  # nothing on .grad before the trainer's backward
+    out.loss.backward()
+    assert all(p.grad is None for p in alone.generator.parameters())  # the D loss does not reach G
+    assert alone.encoder.backbone[0].weight.grad.abs().sum() > 0
+    d_grads = {k: p.grad for k, p in alone.named_parameters() if p.grad is not None}
+
+    trainer_params = {id(p) for group in pre.optimizer.param_groups for p in group["params"]}
+    assert trainer_params.isdisjoint(id(p) for p in task.generator.parameters())  # G is not the trainer's
     before = {k: v.clone() for k, v in task.generator.state_dict().items()}
     running = task.encoder.backbone[1].running_mean.clone()
-    out = task(uint8_images(6, 1, 16), gen())
+    backward_and_step(pre, task(x, gen()))  # the trainer's step on the same batch and draws
     assert any(not torch.equal(before[k], v) for k, v in task.generator.state_dict().items())  # G stepped
-    assert int(task.g_opt.t) == 1 and "g_opt.m0" in task.state_dict()  # its Adam state is checkpointed
-    assert all(p.grad is None for p in task.parameters())  # nothing on .grad before the trainer's backward
-    out.loss.backward()
-    assert all(p.grad is None for p in task.generator.parameters())  # the D loss does not reach G
-    assert task.encoder.backbone[0].weight.grad.abs().sum() > 0
+    assert [int(g_opt.state[p]["step"]) for p in task.generator.parameters()] == [1] * len(g_opt.state)
+    assert "generator" in pre.state_dict()["extra_optimizers"]  # its Adam state is checkpointed
+    grads = dict(task.named_parameters())
+    assert all(torch.equal(grads[k].grad, g) for k, g in d_grads.items())  # the G loss does not reach D
     # the real batch updates the running statistics (the fake ones do not: test_frozen_bn_stats...)
     assert not torch.equal(task.encoder.backbone[1].running_mean, running)
+
+
+def test_gan_generator_adam_state_survives_a_checkpoint_and_resumes_the_same_step(tmp_path: Path) -> None:
+    """Epoch 2 after save + weights_only load into a fresh pretrainer (another seed) moves the
+    generator exactly as the uninterrupted run does, moments included; without the saved Adam
+    state the same epoch moves it elsewhere (so the state is what carries the resume)."""
+    data = tiny_data()
+    pool = torch.from_numpy(data.images[data.splits.train])
+    first = gan_pretrainer(seed=1)
+    train_one_epoch(first, pool)
+    saved = load_checkpoint(save_checkpoint(first.state_dict(), tmp_path))
+    steps = len(pool) // GAN_HP["batch_size"]
+    adam = saved["extra_optimizers"]["generator"]
+    assert adam["state"] and all(int(s["step"]) == steps for s in adam["state"].values())
+
+    def resume(keep_adam: bool = True):
+        pre = gan_pretrainer(seed=99)
+        pre.load_state_dict(saved)
+        if not keep_adam:
+            pre.extra_optimizers["generator"].state.clear()  # a fresh Adam: no moments, step 0
+        torch.set_rng_state(saved["torch_rng"])
+        return pre, train_one_epoch(pre, pool)
+
+    resumed, after_resume = resume()
+    torch.set_rng_state(saved["torch_rng"])  # the uninterrupted run continues from the same global RNG
+    uninterrupted = train_one_epoch(first, pool)
+    assert after_resume.loss == uninterrupted.loss and after_resume.acc == uninterrupted.acc
+    a, b = first.task.state_dict(), resumed.task.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    moments = [(first.extra_optimizers["generator"].state[p], resumed.extra_optimizers["generator"].state[q])
+               for p, q in zip(first.task.generator.parameters(), resumed.task.generator.parameters())]
+    assert all(torch.equal(s[k], t[k]) for s, t in moments for k in ("step", "exp_avg", "exp_avg_sq"))
+
+    fresh, _ = resume(keep_adam=False)
+    assert not all(torch.equal(a[k], fresh.task.state_dict()[k]) for k in a if k.startswith("generator."))
 
 
 # ----------------------------------------------------------------------------- byol / simsiam
@@ -285,10 +347,6 @@ def test_byol_target_decay_follows_the_cosine_schedule_from_tau_base_to_one() ->
 
 def test_training_loop_tells_the_task_how_far_training_is() -> None:
     """The loop sets ``progress`` = (epoch + step / steps) / max_epochs before each step."""
-    from sslsweep.config import EncoderConfig, TrainerConfig
-    from sslsweep.trainables.train import make_pretrainer, train_one_epoch
-    from tests.trainables.test_train import CPU, tiny_data
-
     data = tiny_data()
     pre = make_pretrainer("byol", {"lr": 0.05, "batch_size": 10, "ema": 0.99, "proj_dim": 8, "hidden_dim": 16,
                                    "strength": 0.5}, data, EncoderConfig(width=4), TrainerConfig(), CPU,
@@ -428,10 +486,6 @@ def test_exemplar_seeds_are_distinct_images_when_k_exceeds_what_one_epoch_shows(
     """100 distinct images in batches of 64: an epoch shows 64 of them (the partial batch is
     dropped), so K = 64, and two epochs of the real loop store 64 different seed images; the
     uncapped K = 100 would fill from the second epoch's permutation and store some image twice."""
-    from sslsweep.config import EncoderConfig, TrainerConfig
-    from sslsweep.trainables.data import Prepared, Splits, fingerprint
-    from sslsweep.trainables.train import DeviceData, Runtime, make_pretrainer, train_one_epoch
-
     images = np.arange(100, dtype=np.uint8)[:, None, None, None].repeat(8, 2).repeat(8, 3)  # image i = all i
     labels = np.zeros(100, dtype=np.int64)
     data = Prepared(images=images, labels=labels, splits=Splits(train=np.arange(100), val=np.arange(0),

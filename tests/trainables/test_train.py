@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sslsweep.config import EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.trainables.data import Prepared, Splits, fingerprint
+from sslsweep.data import Prepared, Splits, fingerprint
 from sslsweep.trainables.train import (
     DeviceData,
     Diverged,

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslsweep.rules import HP_RULES, require
 from sslsweep.trainables.augment import to_float
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
-
-NOISES = ("none", "mask", "gaussian")
 
 
 def corrupt(x: torch.Tensor, noise: str, level: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -67,20 +66,20 @@ class AutoEncoder(PretextTask):
     Args (hp):
         noise: ``none`` | ``mask`` | ``gaussian``.
         noise_level: masking probability or Gaussian standard deviation (images in [0, 1]).
-        decoder_width: channels of the decoder's first stage (default 64).
+        decoder_width: channels of the decoder's first stage (64).
 
     Example:
-        >>> task = AutoEncoder(encoder, {"noise": "mask", "noise_level": 0.25}, ctx)
+        >>> task = AutoEncoder(encoder, {"noise": "mask", "noise_level": 0.25, "decoder_width": 64}, ctx)
         >>> task(x_uint8).loss.backward()       # x_uint8: (N, C, S, S) uint8
     """
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
-        self.noise = str(self.hp.get("noise", "none"))
-        if self.noise not in NOISES:
-            raise ValueError(f"noise = {self.noise!r}, but must be one of {', '.join(NOISES)}")
-        self.level = float(self.hp.get("noise_level", 0.0))
-        width = max(2, int(self.hp.get("decoder_width", 64)))
+        self.noise = str(self.hp["noise"])
+        valid, rule = HP_RULES["noise"]  # corrupt() would take any other name for gaussian
+        require(valid(self.noise), "noise", self.noise, rule)
+        self.level = float(self.hp["noise_level"])
+        width = max(2, int(self.hp["decoder_width"]))
         self.decoder = ConvDecoder(encoder.out_dim, ctx.in_channels, ctx.image_size, width)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
+
+from sslsweep.trainables.augment import AugmentConfig, BatchAugment
 
 
 def epoch_batch_size(hp: Mapping[str, Any], num_images: int) -> int:
@@ -34,11 +36,17 @@ class TaskContext:
 
 @dataclass
 class TaskOutput:
-    """The result of one pretext step: the loss to minimise, an optional pretext accuracy and the views used."""
+    """The result of one pretext step: the loss to minimise, an optional pretext accuracy and the views used.
+
+    ``extra_losses[name]`` is the loss of the task's own optimizer ``name``
+    (:meth:`PretextTask.extra_optimizers`); the trainer backpropagates it to that optimizer's
+    parameters only. ``loss`` must not reach those parameters (the GAN detaches its fakes).
+    """
 
     loss: torch.Tensor
     views: int
     acc: torch.Tensor | None = None
+    extra_losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class PretextTask(nn.Module):
@@ -53,6 +61,9 @@ class PretextTask(nn.Module):
 
     Class attributes:
         has_pretext_acc: whether ``TaskOutput.acc`` is set.
+        defaults: values of hyperparameters a caller may leave out. A composed config always
+            sets every key of ``conf/method/<name>.yaml`` and ``conf/search``; only tests and
+            benchmarks build tasks from partial dicts, so only the keys they leave out are here.
 
     Attributes:
         progress: fraction of the trial's pretraining done, in [0, 1]; the training loop sets it
@@ -61,16 +72,37 @@ class PretextTask(nn.Module):
     """
 
     has_pretext_acc: ClassVar[bool] = False
+    defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__()
         self.encoder = encoder
-        self.hp = dict(hp)
+        self.hp = {**self.defaults, **hp}
         self.ctx = ctx
         self.progress = 0.0
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The task's own optimizers by name, for parameters trained on a loss of their own
+        (``TaskOutput.extra_losses[name]``) rather than on ``TaskOutput.loss``: a GAN's generator.
+
+        The trainer calls this once, keeps these parameters out of its own optimizer, steps each
+        after every training step at the optimizer's own learning rate (no schedule), and
+        checkpoints their state. None by default.
+        """
+        return {}
+
+
+def view_augment(ctx: TaskContext, hp: Mapping[str, Any], *, gray_p: float) -> BatchAugment:
+    """SimCLR's view generator as the view-based tasks configure it: a random resized crop of
+    area ``[hp["crop_min"], 1]``, a horizontal flip (p 0.5) where ``ctx.hflip`` allows it, colour
+    distortion of strength ``hp["strength"]`` and, for colour images, grayscale with probability
+    ``gray_p`` (a task's paper sets it: 0.2 in SimCLR)."""
+    return BatchAugment(AugmentConfig(
+        size=ctx.image_size, crop_scale=(float(hp["crop_min"]), 1.0), flip_p=0.5 if ctx.hflip else 0.0,
+        strength=float(hp["strength"]), gray_p=gray_p if ctx.in_channels == 3 else 0.0))
 
 
 def mlp_head(in_dim: int, hidden: int, out: int) -> nn.Sequential:

@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsweep.trainables.augment import AugmentConfig, BatchAugment
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head, view_augment
 
 
 def byol_loss(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -43,18 +42,18 @@ class BYOL(PretextTask):
         proj_dim, hidden_dim, strength, crop_min.
 
     Example:
-        >>> task = BYOL(encoder, {"ema": 0.99, "strength": 0.5}, ctx)
+        >>> task = BYOL(encoder, {"ema": 0.99, "proj_dim": 256, "hidden_dim": 4096, "strength": 0.5}, ctx)
         >>> task(x_uint8).loss.backward()     # the loss is in [0, 4]
     """
 
+    # only for tests/trainables/test_tasks.py, which leaves them out (see PretextTask.defaults)
+    defaults = {"crop_min": 0.2, "strength": 0.5}
+
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
-        self.tau = float(self.hp.get("ema", 0.99))
-        self.augment = BatchAugment(AugmentConfig(
-            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.2)), 1.0),
-            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.5)),
-            gray_p=0.2 if ctx.in_channels == 3 else 0.0))
-        dim, out, hidden = encoder.out_dim, int(self.hp.get("proj_dim", 256)), int(self.hp.get("hidden_dim", 4096))
+        self.tau = float(self.hp["ema"])
+        self.augment = view_augment(ctx, self.hp, gray_p=0.2)
+        dim, out, hidden = encoder.out_dim, int(self.hp["proj_dim"]), int(self.hp["hidden_dim"])
         self.projector = mlp_head(dim, hidden, out)
         self.predictor = mlp_head(out, hidden, out)
         self.target = nn.Sequential(copy.deepcopy(encoder), copy.deepcopy(self.projector))

@@ -69,11 +69,11 @@ class Context(PretextTask):
 
     Args (hp):
         gap: gap between patches as a fraction of the patch side (0..1).
-        jitter: maximal shift of each patch, fraction of the patch side (0..0.25; default 0.07).
-        color_drop: probability of colour dropping (colour images only; default 1).
+        jitter: maximal shift of each patch, fraction of the patch side (0..0.25; the paper: 0.07).
+        color_drop: probability of colour dropping (colour images only, where it is required).
 
     Example:
-        >>> task = Context(encoder, {"gap": 0.5, "jitter": 0.07}, ctx)
+        >>> task = Context(encoder, {"gap": 0.5, "jitter": 0.07, "color_drop": 1.0}, ctx)
         >>> out = task(x_uint8); out.loss.backward(); out.acc   # chance = 1/8
     """
 
@@ -83,8 +83,8 @@ class Context(PretextTask):
         super().__init__(encoder, hp, ctx)
         self.size = ctx.image_size
         self.patch, self.gap, self.jitter = patch_layout(ctx.image_size, float(self.hp["gap"]),
-                                                         float(self.hp.get("jitter", 0.07)))
-        self.color_drop = float(self.hp.get("color_drop", 1.0)) if ctx.in_channels == 3 else 0.0
+                                                         float(self.hp["jitter"]))
+        self.color_drop = float(self.hp["color_drop"]) if ctx.in_channels == 3 else 0.0
         dim = encoder.out_dim
         self.head = mlp_head(2 * dim, max(2 * dim, 128), len(NEIGHBOURS))  # late fusion of the pair
         self.register_buffer("offsets", torch.tensor(NEIGHBOURS, dtype=torch.int64), persistent=False)

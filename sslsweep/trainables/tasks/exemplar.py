@@ -53,7 +53,7 @@ class Exemplar(PretextTask):
         surrogate_classes: K (the paper: 50 to 32000, best near 8000 on STL-10).
         strength: magnitude of every transformation (1 = the paper's ranges, see :func:`random_affine`;
             colour: brightness/contrast/saturation x [1 - 0.4s, 1 + 0.4s], hue +-0.1s).
-        num_sampled: sampled-softmax candidates beyond the batch's classes (default 4096).
+        num_sampled: sampled-softmax candidates beyond the batch's classes (4096).
 
     Example:
         >>> task = Exemplar(encoder, {"surrogate_classes": 8000, "strength": 1.0}, ctx)
@@ -61,6 +61,8 @@ class Exemplar(PretextTask):
     """
 
     has_pretext_acc: ClassVar[bool] = True
+    # only for tests/trainables/test_tasks.py, which leaves it out (see PretextTask.defaults)
+    defaults = {"num_sampled": 4096}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
@@ -71,8 +73,8 @@ class Exemplar(PretextTask):
             bs = epoch_batch_size(self.hp, ctx.num_images)
             k = min(k, ctx.num_images // bs * bs)
         self.k = k
-        self.strength = float(self.hp.get("strength", 1.0))
-        self.num_sampled = int(self.hp.get("num_sampled", 4096))
+        self.strength = float(self.hp["strength"])
+        self.num_sampled = int(self.hp["num_sampled"])
         self.colour = BatchAugment(AugmentConfig(  # colour only: the crop is the whole image
             size=ctx.image_size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0,
             strength=0.5 * self.strength, jitter_p=1.0, gray_p=0.0))

@@ -35,31 +35,6 @@ class Generator(nn.Module):
         return (x + 1) / 2
 
 
-class BufferAdam(nn.Module):
-    """Adam (Kingma & Ba 2015) whose moments are registered buffers, so that the generator's
-    optimizer state is part of ``task.state_dict()`` and survives a checkpoint round trip."""
-
-    def __init__(self, params: list[nn.Parameter], lr: float, betas: tuple[float, float]) -> None:
-        super().__init__()
-        self.lr, self.betas, self.eps = lr, betas, 1e-8
-        self.register_buffer("t", torch.zeros((), dtype=torch.int64))
-        for i, p in enumerate(params):
-            self.register_buffer(f"m{i}", torch.zeros_like(p, memory_format=torch.preserve_format))
-            self.register_buffer(f"v{i}", torch.zeros_like(p, memory_format=torch.preserve_format))
-
-    @torch.no_grad()
-    def step(self, params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> None:
-        b1, b2 = self.betas
-        self.t += 1
-        t = int(self.t)
-        for i, (p, g) in enumerate(zip(params, grads)):
-            m, v = getattr(self, f"m{i}"), getattr(self, f"v{i}")
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v / (1 - b2 ** t)).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / (1 - b1 ** t))
-
-
 @contextlib.contextmanager
 def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """Batch norm still normalises with batch statistics but does not update its running
@@ -83,16 +58,14 @@ class DCGAN(PretextTask):
     CIFAR-10 from its discriminator's features. The generator maps noise to images and has no way
     from an image to a feature (that needs an inverse, as in BiGAN); it is dropped after training.
 
-    Two players, one outer optimizer: ``forward`` returns the discriminator's loss
-    (BCE on real = 1, generated = 0), which the trainer's optimizer minimises over the encoder and
-    the discriminator head. Inside ``forward`` (training mode only) the generator takes its own
-    step on the non-saturating loss -log D(G(z)) with a private Adam (DCGAN: lr ``g_lr``,
-    beta1 = 0.5), its gradients taken with ``torch.autograd.grad`` so that none lands on the
-    encoder. That alternation (G step on D_t, then the trainer's D step on G_t's samples) is
-    standard DCGAN training with the two updates of an iteration in the other order. The
-    generator's parameters never get a ``.grad``, so the trainer's optimizer skips them; its Adam
-    moments are buffers, checkpointed with the task. Generated batches do not update the encoder's
-    batch-norm running statistics. Not for ``torch.compile`` (the inner step breaks the graph).
+    Two players, two optimizers. ``forward`` returns the discriminator's loss (BCE on real = 1,
+    generated = 0), which the trainer's optimizer minimises over the encoder and the discriminator
+    head, and (training mode only) the generator's non-saturating loss -log D(G(z)) as
+    ``extra_losses["generator"]``, which the trainer minimises over the generator alone with the
+    task's own Adam (:meth:`extra_optimizers`; DCGAN: lr ``g_lr``, beta1 0.5, not on the trainer's
+    schedule). Both gradients are taken at the same weights before either player steps: a
+    simultaneous update, where DCGAN alternates. Generated batches do not update the encoder's
+    batch-norm running statistics.
 
     Deviation: DCGAN's discriminator uses strided convolutions and LeakyReLU; here it is the sweep's
     encoder (the same for every task, so the comparison is fair) plus a linear real/fake head.
@@ -111,10 +84,14 @@ class DCGAN(PretextTask):
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
-        self.z_dim = int(self.hp.get("z_dim", 100))
-        self.generator = Generator(self.z_dim, ctx.in_channels, ctx.image_size, int(self.hp.get("gen_width", 64)))
+        self.z_dim, self.g_lr = int(self.hp["z_dim"]), float(self.hp["g_lr"])
+        self.generator = Generator(self.z_dim, ctx.in_channels, ctx.image_size, int(self.hp["gen_width"]))
         self.disc_head = nn.Linear(encoder.out_dim, 1)
-        self.g_opt = BufferAdam(list(self.generator.parameters()), float(self.hp.get("g_lr", 2e-4)), (0.5, 0.999))
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The generator's Adam, with DCGAN's beta1 = 0.5 (sec. 4)."""
+        return {"generator": torch.optim.Adam(self.generator.parameters(), lr=self.g_lr, betas=(0.5, 0.999),
+                                              eps=1e-8)}
 
     def _discriminate(self, x: torch.Tensor) -> torch.Tensor:
         return self.disc_head(self.encoder(x)).squeeze(1).float()  # (N,) logits
@@ -128,11 +105,10 @@ class DCGAN(PretextTask):
             d_fake = self._discriminate(fake.detach())
         loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                 + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        extra: dict[str, torch.Tensor] = {}
         if self.training and torch.is_grad_enabled():
             with frozen_bn_stats(self.encoder):
                 d_gen = self._discriminate(fake)
-            g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))  # non-saturating
-            params = list(self.generator.parameters())
-            self.g_opt.step(params, torch.autograd.grad(g_loss, params))
+            extra["generator"] = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))  # non-saturating
         acc = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
-        return TaskOutput(loss=loss, views=2 * n, acc=acc.detach())
+        return TaskOutput(loss=loss, views=2 * n, acc=acc.detach(), extra_losses=extra)

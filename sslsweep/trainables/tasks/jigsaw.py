@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsweep.trainables.augment import AugmentConfig, BatchAugment
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head, view_augment
 from sslsweep.trainables.tasks.context import crop_patches
 
 MIN_TILE = 3
@@ -69,15 +68,14 @@ class Jigsaw(PretextTask):
     """
 
     has_pretext_acc: ClassVar[bool] = True
+    # only for tests/trainables/test_tasks.py, which leaves them out (see PretextTask.defaults)
+    defaults = {"tile_frac": 0.85, "crop_min": 0.6, "strength": 0.0}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
-        self.cell, self.tile = tile_layout(ctx.image_size, float(self.hp.get("tile_frac", 0.85)))
+        self.cell, self.tile = tile_layout(ctx.image_size, float(self.hp["tile_frac"]))
         self.register_buffer("perms", torch.from_numpy(hamming_permutations(int(self.hp["num_perms"]))))
-        self.augment = BatchAugment(AugmentConfig(
-            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.6)), 1.0),
-            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.0)),
-            gray_p=0.3 if ctx.in_channels == 3 else 0.0))
+        self.augment = view_augment(ctx, self.hp, gray_p=0.3)
         dim = encoder.out_dim
         self.head = mlp_head(9 * dim, 512, len(self.perms))
 

@@ -15,6 +15,5 @@ class RandomInit(PretextTask):
     single search trial (there is nothing to tune).
     """
 
-
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
         raise RuntimeError("the random-init baseline has no pretext loss; it is never pretrained")

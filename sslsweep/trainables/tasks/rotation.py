@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsweep.trainables.augment import AugmentConfig, BatchAugment
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, view_augment
 
 
 def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,10 +42,7 @@ class Rotation(PretextTask):
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
-        self.augment = BatchAugment(AugmentConfig(
-            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.6)), 1.0),
-            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.0)),
-            gray_p=0.0))
+        self.augment = view_augment(ctx, self.hp, gray_p=0.0)
         self.classifier = nn.Linear(encoder.out_dim, 4)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:

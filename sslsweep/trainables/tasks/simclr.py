@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsweep.trainables.augment import AugmentConfig, BatchAugment
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head, view_augment
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -48,16 +47,15 @@ class SimCLR(PretextTask):
         >>> out.loss.backward()
     """
 
+    # only for benchmarks/packing.py and tests/trainables/test_train.py, which leave them out
+    defaults = {"crop_min": 0.2, "proj_dim": 128}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
         self.temperature = float(self.hp["temperature"])
-        self.augment = BatchAugment(AugmentConfig(
-            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.2)), 1.0),
-            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.5)),
-            gray_p=0.2 if ctx.in_channels == 3 else 0.0))
+        self.augment = view_augment(ctx, self.hp, gray_p=0.2)
         dim = encoder.out_dim
-        self.projector = mlp_head(dim, dim, int(self.hp.get("proj_dim", 128)))
+        self.projector = mlp_head(dim, dim, int(self.hp["proj_dim"]))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:
         n = x.shape[0]

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslsweep.trainables.augment import AugmentConfig, BatchAugment
-from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
+from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, view_augment
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -40,13 +39,13 @@ class SimSiam(PretextTask):
         >>> task(x_uint8).loss.backward()     # the loss is in [-1, 1]; -1 = views agree
     """
 
+    # only for tests/trainables/test_tasks.py, which leaves them out (see PretextTask.defaults)
+    defaults = {"crop_min": 0.2, "strength": 0.5}
+
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
-        self.augment = BatchAugment(AugmentConfig(
-            size=ctx.image_size, crop_scale=(float(self.hp.get("crop_min", 0.2)), 1.0),
-            flip_p=0.5 if ctx.hflip else 0.0, strength=float(self.hp.get("strength", 0.5)),
-            gray_p=0.2 if ctx.in_channels == 3 else 0.0))
-        dim, proj, hidden = encoder.out_dim, int(self.hp.get("proj_dim", 2048)), int(self.hp.get("pred_hidden", 512))
+        self.augment = view_augment(ctx, self.hp, gray_p=0.2)
+        dim, proj, hidden = encoder.out_dim, int(self.hp["proj_dim"]), int(self.hp["pred_hidden"])
         self.projector = nn.Sequential(
             nn.Linear(dim, proj, bias=False), nn.BatchNorm1d(proj), nn.ReLU(inplace=True),
             nn.Linear(proj, proj, bias=False), nn.BatchNorm1d(proj))
