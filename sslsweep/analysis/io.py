@@ -1,8 +1,9 @@
 """Read sweep directories (local path or ``s3://``/``gs://``/``file://`` URI) and write report files.
 
 A sweep directory holds ``manifest.json``, ``trials.parquet``, ``budget.parquet`` and, beside
-them, ``optuna/<method>.journal`` (see docs/schema.md). Everything goes through
-``pyarrow.fs`` so that a sweep written to object storage reads exactly like a local one.
+them, ``optuna/<method>.journal`` (see docs/schema.md). Locations are resolved by
+:mod:`sslsweep.storage` to ``pyarrow.fs`` filesystems, so that a sweep written to object storage
+reads exactly like a local one.
 
 Example::
 
@@ -14,34 +15,23 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
-MANIFEST = "manifest.json"
-TRIALS = "trials.parquet"
-BUDGET = "budget.parquet"
-OPTUNA_DIR = "optuna"
-
-TRIALS_COLUMNS = (
-    "sweep_id", "method", "trial_id", "seed", "epoch", "metric", "pretext_loss", "pretext_acc",
-    "wall_time_s", "epoch_time_s", "throughput", "status", "error", "node_id",
-)
-BUDGET_COLUMNS = (
-    "sweep_id", "method", "seed", "trial_id", "source_trial_id", "budget_kind", "budget",
-    "n_labels", "protocol", "val_acc", "test_acc", "pretrain_epochs", "pretrain_time_s",
-    "eval_time_s",
-)
+from sslsweep import storage
+from sslsweep.schema import BUDGET, BUDGET_COLUMNS, MANIFEST, OPTUNA_DIR, TRIAL_COLUMNS, TRIALS
 
 
 @dataclass
-class Sweep:
+class SweepResults:
     """One sweep directory (or several combined), loaded into memory.
 
     Args:
@@ -64,7 +54,7 @@ class Sweep:
     path: str = ""
     studies: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    parts: tuple[Sweep, ...] = ()
+    parts: tuple[SweepResults, ...] = ()
 
     @property
     def manifests(self) -> list[dict[str, Any]]:
@@ -77,26 +67,15 @@ class Sweep:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
 
-def is_uri(location: str) -> bool:
-    """Whether ``location`` is a URI (``scheme://...``) rather than a plain local path."""
-    return "://" in location
-
-
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
-    """Filesystem and in-filesystem path of a local path or a URI.
-
-    Plain paths use ``LocalFileSystem`` (made absolute); URIs go through
-    ``pyarrow.fs.FileSystem.from_uri`` (``s3://``, ``gs://``, ``file://``, ...).
-    """
+    """Filesystem and in-filesystem path of a sweep location (:func:`sslsweep.storage.resolve`),
+    with a ``ValueError`` naming the location when it is empty or its filesystem cannot be opened."""
     if not location:
         raise ValueError("sweep location is '': it must be a local path or a URI such as s3://bucket/run")
-    if is_uri(location):
-        try:
-            fs, path = pafs.FileSystem.from_uri(location)
-        except (ValueError, OSError, NotImplementedError) as err:  # ArrowInvalid is a ValueError
-            raise ValueError(f"sweep location {location!r} cannot be opened: {err}") from err
-        return fs, path.rstrip("/") or "/"
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+    try:
+        return storage.resolve(location)
+    except (ValueError, OSError, NotImplementedError) as err:  # ArrowInvalid is a ValueError
+        raise ValueError(f"sweep location {location!r} cannot be opened: {err}") from err
 
 
 def _exists(fs: pafs.FileSystem, path: str) -> bool:
@@ -114,14 +93,8 @@ def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
 
 
-def _join(fs: pafs.FileSystem, directory: str, name: str) -> str:
-    if isinstance(fs, pafs.LocalFileSystem):
-        return os.path.join(directory, name)
-    return posixpath.join(directory, name)
-
-
 def _read_manifest(fs: pafs.FileSystem, directory: str, location: str) -> dict[str, Any]:
-    path = _join(fs, directory, MANIFEST)
+    path = storage.join(directory, MANIFEST)
     try:
         kind = fs.get_file_info(directory).type
         present = _exists(fs, path)
@@ -148,10 +121,6 @@ def load_journal_studies(directory: str, methods: Sequence[str]) -> tuple[dict[s
     Returns the studies found (keyed by method) and a note for each journal that could not be read.
     Missing journals are silent: a sweep may simply not have kept them.
     """
-    import optuna  # lazy: keep `import sslsweep.analysis.io` light
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
     studies: dict[str, Any] = {}
     notes: list[str] = []
     for method in methods:
@@ -159,8 +128,8 @@ def load_journal_studies(directory: str, methods: Sequence[str]) -> tuple[dict[s
         if not os.path.isfile(path):
             continue
         try:
-            storage = JournalStorage(JournalFileBackend(path))
-            studies[method] = optuna.load_study(study_name=method, storage=storage)
+            journal = JournalStorage(JournalFileBackend(path))
+            studies[method] = optuna.load_study(study_name=method, storage=journal)
         except Exception as err:  # noqa: BLE001 - a broken journal must not stop the report
             notes.append(f"Optuna journal {path} could not be read ({type(err).__name__}: {err}); "
                          f"importances for {method} come from trials.parquet instead.")
@@ -172,7 +141,7 @@ def _methods(trials: pd.DataFrame, budget: pd.DataFrame) -> list[str]:
     return sorted(names)
 
 
-def open_sweep(location: str, *, load_studies: bool = True) -> Sweep:
+def open_sweep(location: str, *, load_studies: bool = True) -> SweepResults:
     """Load one sweep directory given as a local path or a URI.
 
     Raises:
@@ -181,14 +150,14 @@ def open_sweep(location: str, *, load_studies: bool = True) -> Sweep:
     fs, directory = resolve(location)
     manifest = _read_manifest(fs, directory, location)
     notes: list[str] = []
-    trials = _read_parquet(fs, _join(fs, directory, TRIALS))
+    trials = _read_parquet(fs, storage.join(directory, TRIALS))
     if trials is None:
         notes.append(f"{location}: {TRIALS} missing: no search results to report.")
-        trials = _empty(TRIALS_COLUMNS)
-    budget = _read_parquet(fs, _join(fs, directory, BUDGET))
+        trials = _empty(list(TRIAL_COLUMNS))
+    budget = _read_parquet(fs, storage.join(directory, BUDGET))
     if budget is None:
         notes.append(f"{location}: {BUDGET} missing: no confirm-phase (test accuracy) results.")
-        budget = _empty(BUDGET_COLUMNS)
+        budget = _empty(list(BUDGET_COLUMNS))
     studies: dict[str, Any] = {}
     if load_studies and isinstance(fs, pafs.LocalFileSystem):
         studies, more = load_journal_studies(directory, _methods(trials, budget))
@@ -196,8 +165,8 @@ def open_sweep(location: str, *, load_studies: bool = True) -> Sweep:
     elif load_studies:
         notes.append(f"{location} is remote: Optuna journals are not read; hyperparameter "
                      f"importances come from trials.parquet.")
-    return Sweep(uri=location, trials=trials, budget=budget, manifest=manifest, fs=fs,
-                 path=directory, studies=studies, notes=notes)
+    return SweepResults(uri=location, trials=trials, budget=budget, manifest=manifest, fs=fs,
+                        path=directory, studies=studies, notes=notes)
 
 
 def fingerprint(manifest: dict[str, Any]) -> str | None:
@@ -207,14 +176,14 @@ def fingerprint(manifest: dict[str, Any]) -> str | None:
     return None if value is None else str(value)
 
 
-def _check_same(sweeps: Sequence[Sweep], key: str, rule: str) -> None:
+def _check_same(sweeps: Sequence[SweepResults], key: str, rule: str) -> None:
     values = {s.uri: s.manifest.get(key) for s in sweeps}
     if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
         shown = ", ".join(f"{uri}: {key}={v!r}" for uri, v in values.items())
         raise ValueError(f"manifest {key} differs between sweeps ({shown}): {rule}")
 
 
-def _check_fingerprints(sweeps: Sequence[Sweep]) -> None:
+def _check_fingerprints(sweeps: Sequence[SweepResults]) -> None:
     for s in sweeps:
         if fingerprint(s.manifest) is None:
             raise ValueError(f"{s.uri}: manifest dataset.fingerprint is None: combined sweeps must "
@@ -244,7 +213,7 @@ def _split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_same_splits(sweeps: Sequence[Sweep]) -> None:
+def _check_same_splits(sweeps: Sequence[SweepResults]) -> None:
     """The same pixels split differently give other test sets: a seed-paired comparison across
     such sweeps would pair accuracies measured on different images."""
     first = _split_settings(sweeps[0].manifest)
@@ -270,7 +239,7 @@ def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
             f"a method x seed x budget x protocol")
 
 
-def combine(sweeps: Sequence[Sweep]) -> Sweep:
+def combine(sweeps: Sequence[SweepResults]) -> SweepResults:
     """Concatenate several sweeps of the same dataset into one.
 
     Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
@@ -293,12 +262,12 @@ def combine(sweeps: Sequence[Sweep]) -> Sweep:
     budget = pd.concat([s.budget for s in sweeps], ignore_index=True)
     _check_no_duplicate_rows(budget)
     studies, notes = _merge_studies(sweeps)
-    return Sweep(uri=", ".join(s.uri for s in sweeps), trials=trials, budget=budget,
-                 manifest=sweeps[0].manifest, fs=None, path="", studies=studies,
-                 notes=[n for s in sweeps for n in s.notes] + notes, parts=tuple(sweeps))
+    return SweepResults(uri=", ".join(s.uri for s in sweeps), trials=trials, budget=budget,
+                        manifest=sweeps[0].manifest, fs=None, path="", studies=studies,
+                        notes=[n for s in sweeps for n in s.notes] + notes, parts=tuple(sweeps))
 
 
-def _merge_studies(sweeps: Sequence[Sweep]) -> tuple[dict[str, Any], list[str]]:
+def _merge_studies(sweeps: Sequence[SweepResults]) -> tuple[dict[str, Any], list[str]]:
     seen: dict[str, int] = {}
     for s in sweeps:
         for method in s.studies:
@@ -310,25 +279,13 @@ def _merge_studies(sweeps: Sequence[Sweep]) -> tuple[dict[str, Any], list[str]]:
 
 
 def write_text(location: str, name: str, text: str) -> str:
-    """Write ``text`` (UTF-8) to ``<location>/<name>`` and return where it went.
-
-    Local files are written atomically (temporary file, then rename); remote ones through
-    ``open_output_stream``. The return value is a local path for a local ``location`` and a URI
-    for a URI.
+    """Write ``text`` (UTF-8) to ``<location>/<name>`` atomically (:func:`sslsweep.storage.atomic_write`)
+    and return where it went: a local path for a plain path, ``<location>/<name>`` for a URI
+    (``file://`` included).
     """
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"file name {name!r} is not a plain file name: it must not contain '/'")
     fs, directory = resolve(location)
-    data = text.encode("utf-8")
-    if isinstance(fs, pafs.LocalFileSystem):
-        os.makedirs(directory, exist_ok=True)
-        target = os.path.join(directory, name)
-        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-        return target if not is_uri(location) else location.rstrip("/") + "/" + name
-    fs.create_dir(directory, recursive=True)
-    with fs.open_output_stream(posixpath.join(directory, name)) as stream:
-        stream.write(data)
-    return location.rstrip("/") + "/" + name
+    target = storage.join(directory, name)
+    storage.atomic_write(fs, target, text.encode("utf-8"))
+    return target if not storage.scheme(location) else storage.join(location, name)

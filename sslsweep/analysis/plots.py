@@ -1,4 +1,5 @@
-"""Drawing only: each function takes a table from ``tables.py`` and returns PNG bytes.
+"""Drawing only: each function takes a table from ``trials``, ``confirm`` or ``importance``
+and returns PNG bytes.
 
 Nothing here computes a statistic; the tables already hold means, CIs and best markers.
 Figures are made with ``matplotlib.figure.Figure`` and rendered by the Agg canvas attached to
@@ -18,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sslsweep.analysis.tables import method_order
+from sslsweep.analysis.conventions import method_order
 
 DPI = 100
 LINESTYLE = {"linear": "-", "finetune": "--"}

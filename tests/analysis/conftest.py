@@ -12,10 +12,13 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from sslsweep.analysis.report import build_report
 
 MAX_EPOCHS = 9
 FINGERPRINT = "sha256:aaaa"
@@ -177,12 +180,26 @@ def build() -> SimpleNamespace:
                            max_epochs=MAX_EPOCHS, fingerprint=FINGERPRINT)
 
 
+def _one_row(df: pd.DataFrame, **where: object) -> pd.Series:
+    mask = np.ones(len(df), dtype=bool)
+    for key, value in where.items():
+        mask &= (df[key] == value).to_numpy()
+    hit = df[mask]
+    assert len(hit) == 1, f"expected one row for {where}, got {len(hit)}"
+    return hit.iloc[0]
+
+
+@pytest.fixture(scope="session")
+def one_row() -> Callable[..., pd.Series]:
+    """``one_row(table, method="simclr", budget=0.01)``: the one row of a table with those column
+    values (the test fails, naming them, when there are none or several)."""
+    return _one_row
+
+
 @pytest.fixture(scope="session")
 def built_report(build: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One report built from the full fixture sweep, shared by the tests that only read it
     (drawing a report takes seconds): ``dir``, ``paths``, ``md`` and ``html`` text."""
-    from sslsweep.analysis.report import build_report
-
     directory = write_sweep(str(tmp_path_factory.mktemp("report") / "sweep1"), search_trials(),
                             confirm_budget(), manifest())
     paths = build_report([directory])

@@ -9,9 +9,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import optuna
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from sslsweep.analysis import io as sio
 
@@ -55,11 +59,7 @@ def test_open_sweep_notes_missing_tables_instead_of_failing(make_sweep: Callable
 
 
 def test_open_sweep_loads_optuna_journal_studies_of_local_sweeps(sweep_dir: str) -> None:
-    """optuna/<method>.journal with study_name = method is loaded into Sweep.studies."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
+    """optuna/<method>.journal with study_name = method is loaded into SweepResults.studies."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.makedirs(os.path.join(sweep_dir, "optuna"))
     storage = JournalStorage(JournalFileBackend(os.path.join(sweep_dir, "optuna", "simclr.journal")))
@@ -74,8 +74,6 @@ class _MemoryFS:
     """A non-local pyarrow filesystem (fsspec's in-memory one) standing in for s3:// in tests."""
 
     def __init__(self) -> None:
-        from fsspec.implementations.memory import MemoryFileSystem
-
         mem = MemoryFileSystem(skip_instance_cache=True)
         mem.store.clear()
         self.fs = pafs.PyFileSystem(pafs.FSSpecHandler(mem))
@@ -112,6 +110,13 @@ def test_write_text_writes_locally_and_returns_the_path(tmp_path: Path) -> None:
     assert os.listdir(target) == ["report.md"]
 
 
+def test_write_text_to_a_file_uri_returns_a_uri(tmp_path: Path) -> None:
+    """file:// is written on the local filesystem, and where it went is said the way it was asked: as a URI."""
+    uri = (tmp_path / "out").as_uri()
+    assert sio.write_text(uri, "report.md", "x") == uri + "/report.md"
+    assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8") == "x"
+
+
 def test_write_text_rejects_names_with_a_slash(tmp_path: Path) -> None:
     """The name is a file name, not a path."""
     with pytest.raises(ValueError, match=r"file name '../x' is not a plain file name"):
@@ -121,7 +126,7 @@ def test_write_text_rejects_names_with_a_slash(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- combine
 
 
-def _two(make_sweep: Callable[..., str], build: SimpleNamespace, **second: Any) -> list[sio.Sweep]:
+def _two(make_sweep: Callable[..., str], build: SimpleNamespace, **second: Any) -> list[sio.SweepResults]:
     man2 = build.manifest("sw2", second.pop("fingerprint", build.fingerprint))
     man2.update(second)
     a = make_sweep("a", trials=build.search_trials("sw1"), budget=build.confirm_budget("sw1"),

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 
 CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "chromium", "chromium-browser",
               "google-chrome", "google-chrome-stable")
@@ -66,8 +67,6 @@ def test_browser_builds_the_headline_table_and_decodes_every_image(chromium: str
 def test_browser_screenshot_of_the_report_is_not_blank(chromium: str, built_report: SimpleNamespace,
                                                        tmp_path: Path) -> None:
     """A screenshot of the rendered page has real content (many distinct colours, not a blank page)."""
-    from PIL import Image
-
     html_path = Path(built_report.paths["html"])
     shot = tmp_path / "shot.png"
     cmd = [chromium, *_flags(tmp_path / "profile"), "--hide-scrollbars", "--window-size=1200,1600",
