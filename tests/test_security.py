@@ -45,4 +45,15 @@ def test_the_package_never_instantiates_from_config_or_loads_unsafe_pickles() ->
             assert "allow_pickle=False" in call, f"{f}: {call}"
         assert not re.search(r"\bpickle\.loads?\(|allow_pickle=True", text), f
         if "import_module(" in text:  # only lazy imports of the package's own modules from fixed dicts
-            assert str(f.relative_to(PACKAGE)) in ("trainables/tasks/__init__.py", "analysis/__init__.py"), f
+            assert str(f.relative_to(PACKAGE)) in ("trainables/tasks/__init__.py", "analysis/__init__.py",
+                                                   "cli/__init__.py"), f
+
+
+def test_the_command_line_imports_only_its_own_command_modules() -> None:
+    """`sslsweep <command>` imports a module named in a fixed dict, never one named by the user."""
+    from sslsweep.cli import COMMANDS, main
+
+    assert all(module == f"sslsweep.cli.{name}" for name, module in COMMANDS.items())
+    with pytest.raises(SystemExit) as exc:
+        main(["os"])
+    assert exc.value.code == 2

@@ -20,6 +20,7 @@ from sslsweep.cli.jobs import ADDRESS_HELP, follow
 from sslsweep.config import ConfigError, from_dictconfig
 from sslsweep.search import jobclient
 from sslsweep.search.jobclient import ClusterError
+from sslsweep.storage import scheme
 
 
 def main(argv: Sequence[str]) -> None:
@@ -76,7 +77,7 @@ def check_overrides(overrides: list[str]) -> list[str]:
             fail(str(exc))
     key = "resume" if cfg.get("resume") else "storage"  # a resumed sweep stays where it is
     storage = str(cfg.get(key) or "runs")
-    if "://" not in storage and not Path(storage).is_absolute():
+    if not scheme(storage) and not Path(storage).is_absolute():
         fail(f"{key} = {storage!r}: a relative path on a cluster lands in the job's temporary working "
              "directory; give an s3:// or gs:// URI (or an absolute path on a filesystem every node mounts)")
     return overrides

@@ -27,6 +27,7 @@ from ray.exceptions import AuthenticationError
 from ray.job_submission import JobSubmissionClient
 
 import sslsweep
+from sslsweep.storage import scheme
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -138,7 +139,7 @@ def runtime_env(overrides: Sequence[str]) -> dict[str, Any]:
     excludes = list(WORKING_DIR_EXCLUDES)
     root = project_dir()
     storage = override(overrides, "storage")
-    if root is not None and storage and "://" not in storage and Path(storage).is_absolute():
+    if root is not None and storage and not scheme(storage) and Path(storage).is_absolute():
         with contextlib.suppress(ValueError):  # a storage directory inside the project: not shipped
             excludes.append("/" + Path(storage).resolve().relative_to(root).as_posix())
     env: dict[str, Any] = {"excludes": excludes}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
 from sslsweep.data import Prepared, label_subset
+from sslsweep.storage import atomic_local_file
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
@@ -287,13 +287,10 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
 
 
 def save_checkpoint(state: Mapping[str, Any], directory: str | Path, name: str = "state.pt") -> Path:
-    """Write ``state`` atomically: a temp file in the same directory, then rename."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / name
-    tmp = directory / f".{name}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, final)
+    """Write ``state`` atomically (a reader sees the old checkpoint or the new one, never half)."""
+    final = Path(directory) / name
+    with atomic_local_file(final) as tmp:
+        torch.save(state, tmp)
     return final
 
 

@@ -257,17 +257,17 @@ def test_a_search_that_ends_with_fewer_trials_is_topped_up_in_the_same_study(ray
     experiment can do after a driver crash; here its Tuner is simply given one trial) is topped up:
     the method ends with num_samples trials, all different configurations, all in its one Optuna
     study, and a resume of the finished sweep reads both experiments without running anything again."""
-    from sslsweep.search import tuner as tuner_mod
     from sslsweep.pipeline import resume_sweep
+    from sslsweep.search import sweep as sweep_mod
 
-    real = tuner_mod.search_tuner
+    real = sweep_mod.search_tuner
     calls: list[tuple[str | None, int | None]] = []
 
     def short_first(*args, name=None, num_samples=None, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
         calls.append((name, num_samples))
         return real(*args, name=name, num_samples=1 if name == "search-rotation" else num_samples, **kw)
 
-    monkeypatch.setattr(tuner_mod, "search_tuner", short_first)
+    monkeypatch.setattr(sweep_mod, "search_tuner", short_first)
     # random search: a top-up sampler with the first one's seed would draw its configuration again
     cfg, raw = compose_cfg("experiment=smoke", "method=[rotation]", f"storage={tmp_path}", "search.num_samples=3",
                            "search.max_epochs=1", "dataset.max_images=200", "confirm.seeds=1",
