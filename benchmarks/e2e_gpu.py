@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tcfg = TrainerConfig(device=device.type, compile=args.compile, warmup_epochs=args.warmup_epochs)
     rt = Runtime.resolve(tcfg)
     hp = {"batch_size": args.batch, "lr": args.lr, "weight_decay": args.weight_decay, "temperature": args.temperature,
-          "strength": args.strength, "crop_min": args.crop_min, "proj_dim": 128}
+          "strength": args.strength, "crop_min": args.crop_min, "proj_dim": 128, "negatives": "standard"}
     t0 = time.perf_counter()
     dd = DeviceData.put(data, rt.device)
     pool = dd.pool()

@@ -55,7 +55,7 @@ def _worker(rank: int, cmd_q: "mp.Queue", res_q: "mp.Queue") -> None:
             dd = DeviceData.put(data, rt.device)
             pool = dd.pool()
             hp = {"temperature": 0.2, "strength": 0.5, "lr": 0.1, "weight_decay": 1e-6, "batch_size": job["batch"],
-                  "proj_dim": 128}
+                  "proj_dim": 128, "crop_min": 0.2, "negatives": "standard"}
             pre = make_pretrainer("simclr", hp, data, enc, tcfg, rt, max_epochs=100_000, seed=rank)
             t0 = time.perf_counter()
             while True:  # warm-up: at least one epoch and job["warmup_s"] seconds

@@ -41,7 +41,8 @@ from sslsweep.trainables.tasks.base import mlp_head
 from sslsweep.trainables.tasks.simclr import nt_xent
 from sslsweep.trainables.train import DeviceData, Runtime, make_pretrainer, train_one_epoch
 
-HP = {"temperature": 0.2, "strength": 0.5, "lr": 0.1, "weight_decay": 1e-6, "proj_dim": 128, "crop_min": 0.2}
+HP = {"temperature": 0.2, "strength": 0.5, "lr": 0.1, "weight_decay": 1e-6, "proj_dim": 128, "crop_min": 0.2,
+      "negatives": "standard"}
 
 
 class BareSimCLR(nn.Module):

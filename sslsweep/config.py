@@ -107,6 +107,7 @@ class DatasetConfig:
     max_images: int | None = None
     label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     labels_per_class: tuple[int, ...] = ()
+    label_selection: tuple[str, ...] = ("random",)
     split_seed: int = 0
 
 
@@ -229,6 +230,7 @@ _TYPES: dict[str, tuple[Any, str]] = {
     "str | bool": (lambda v: isinstance(v, (str, bool)), "must be a string, true or false"),
     "tuple[float, ...]": (_seq_of(is_num), "must be a list of numbers"),
     "tuple[int, ...]": (_seq_of(is_int), "must be a list of integers"),
+    "tuple[str, ...]": (_seq_of(lambda v: isinstance(v, str)), "must be a list of strings"),
 }
 
 

@@ -79,6 +79,10 @@ HP_RULES: dict[str, tuple[Check, str]] = {
     "beta1": (in_range(0, 1, open_high=True), "Adam's beta1 must be in [0, 1)"),
     # simclr
     "temperature": (positive, "the temperature must be > 0"),
+    "negatives": (one_of("standard", "debiased", "eliminate", "attract"),
+                  "negatives must be standard, debiased, eliminate or attract"),
+    "tau_plus": (in_range(0, 1, open_high=True), "the class prior tau_plus must be in [0, 1)"),
+    "fne_k": (int_in(1), "the number of false negatives per anchor fne_k must be an integer >= 1"),
     # autoencoder
     "noise": (one_of("none", "mask", "gaussian"), "the noise must be none, mask or gaussian"),
     "noise_level": (in_range(0, 1), "the noise level must be in [0, 1]"),
@@ -86,6 +90,8 @@ HP_RULES: dict[str, tuple[Check, str]] = {
     # exemplar
     "surrogate_classes": (int_in(2), "the number of surrogate classes must be an integer >= 2"),
     "num_sampled": (int_in(1), "the sampled-softmax size must be an integer >= 1"),
+    "surrogate": (one_of("image", "cluster"), "the surrogate must be image or cluster"),
+    "refresh_every": (int_in(1), "the cluster refresh interval must be an integer >= 1 (epochs)"),
     # context
     "gap": (in_range(0, 1), "the gap must be in [0, 1] (a fraction of the patch side)"),
     "jitter": (in_range(0, 0.25), "the jitter must be in [0, 0.25] (a fraction of the patch side)"),

@@ -27,13 +27,17 @@ TRIAL_COLUMNS: dict[str, pa.DataType] = {
 }
 HP_PREFIX = "hp_"
 
-# budget.parquet: one row per method x seed x label budget x protocol of the confirm phase.
+# budget.parquet: one row per method x seed x label selection x label budget x protocol of the
+# confirm phase. A file without ``selection`` reads as all ``random`` (SELECTION_DEFAULT).
 BUDGET_COLUMNS: dict[str, pa.DataType] = {
     "sweep_id": pa.string(), "method": pa.string(), "seed": pa.int64(), "trial_id": pa.string(),
     "source_trial_id": pa.string(), "budget_kind": pa.string(), "budget": pa.float64(), "n_labels": pa.int64(),
-    "protocol": pa.string(), "val_acc": pa.float64(), "test_acc": pa.float64(), "pretrain_epochs": pa.int64(),
-    "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
+    "protocol": pa.string(), "selection": pa.string(), "val_acc": pa.float64(), "test_acc": pa.float64(),
+    "pretrain_epochs": pa.int64(), "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
 }
+
+# The ``selection`` of a budget row that names none: the random subsets a sweep draws by default.
+SELECTION_DEFAULT = "random"
 
 # Trial statuses (trials.parquet ``status``).
 STATUSES = ("completed", "stopped", "failed", "diverged")

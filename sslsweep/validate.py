@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from sslsweep.data.selection import SELECTIONS
 from sslsweep.rules import HP_RULES, is_int, is_num, require
 from sslsweep.storage import check_scheme, local_path, scheme
 from sslsweep.trainables.tasks import TASKS
@@ -108,7 +109,7 @@ def _check_splits(d: DatasetConfig, facts: DataFacts) -> None:
 
 
 def _check_dataset(d: DatasetConfig) -> None:
-    """Where the data is, how it splits, and the label budgets."""
+    """Where the data is, how it splits, the label budgets and how the labelled images are chosen."""
     require(d.name in DATASETS, "dataset.name", d.name, f"unknown dataset; known: {', '.join(DATASETS)}")
     if d.name != "digits":
         require(d.path is not None and d.path != "???", "dataset.path", d.path, f"required for dataset {d.name}")
@@ -134,6 +135,12 @@ def _check_dataset(d: DatasetConfig) -> None:
     for key, values in (("dataset.label_fractions", d.label_fractions),
                         ("dataset.labels_per_class", d.labels_per_class)):
         require(len(set(values)) == len(values), key, list(values), "has a budget twice; give each once")
+    sel = list(d.label_selection)
+    require(len(sel) > 0, "dataset.label_selection", sel, f"give at least one of {', '.join(SELECTIONS)}")
+    for name in sel:
+        require(name in SELECTIONS, "dataset.label_selection", name,
+                f"unknown label selection; known: {', '.join(SELECTIONS)}")
+    require(len(set(sel)) == len(sel), "dataset.label_selection", sel, "names a selection twice; give each once")
 
 
 def _check_encoder(cfg: SweepConfig) -> None:
@@ -230,9 +237,24 @@ def _check_methods(cfg: SweepConfig) -> None:
                     require(check(v), f"method.{m.name}.space.{name}", v, text)
         for name in TASKS[m.name].required:
             require(name in m.space, f"method.{m.name}.space.{name}", None, "required by this method")
+        _check_false_negatives(m)
     size = cfg.dataset.image_size or NATIVE_SIZE.get(cfg.dataset.name)
     if size is not None:  # otherwise known from the data: validate_against_data
         _check_min_size(cfg, size)
+
+
+def _check_false_negatives(m: Any) -> None:
+    """SimCLR's false-negative cancellation must leave every anchor a negative: with batch N
+    there are 2N - 2, so fne_k <= 2N - 3 at the smallest batch size the space can draw."""
+    negatives, fne_k, batch = m.space.get("negatives"), m.space.get("fne_k"), m.space.get("batch_size")
+    if negatives is None or fne_k is None or batch is None:
+        return
+    if not {"eliminate", "attract"} & set(negatives.bounds()):
+        return
+    smallest = min(batch.bounds())
+    require(max(fne_k.bounds()) <= 2 * smallest - 3, f"method.{m.name}.space.fne_k", max(fne_k.bounds()),
+            f"must leave each anchor a negative: at most 2 x batch_size - 3 = {2 * smallest - 3} "
+            f"(the smallest batch size is {smallest})")
 
 
 def _check_min_size(cfg: SweepConfig, size: int) -> None:

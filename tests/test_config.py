@@ -100,12 +100,18 @@ RULES = [
      r"trainer.warmup_epochs = 5: must be in \[0, 2\) \(the shorter of search.max_epochs 20 and confirm.epochs 2\)"),
     (["dataset.label_fractions=[0.1,0.1]"], r"dataset.label_fractions = \[0.1, 0.1\]: has a budget twice"),
     (["dataset.labels_per_class=[5,5]"], r"dataset.labels_per_class = \[5, 5\]: has a budget twice"),
+    (["dataset.label_selection=[]"], r"dataset.label_selection = \[\]: give at least one of random, typical$"),
+    (["dataset.label_selection=[random,densest]"],
+     r"dataset.label_selection = 'densest': unknown label selection; known: random, typical$"),
+    (["dataset.label_selection=[typical,typical]"],
+     r"dataset.label_selection = \['typical', 'typical'\]: names a selection twice; give each once$"),
+    (["dataset.label_selection=typical"], r"dataset.label_selection = 'typical': must be a list of strings$"),
     (["trainer.device=cuda"], r"trainer.device = 'cuda': cuda needs resources.gpu > 0"),
     (["+method.simclr.space.method=rotation"], r"method.simclr.space.method = 'rotation': a hyperparameter may not be named"),
     (["+search.space.seed=3"], r"search.space.seed = 3: a hyperparameter may not be named"),
     (["+method.simclr.space.temprature=0.3"],
      r"method.simclr.space.temprature = 0.3: method simclr has no such hyperparameter; known: batch_size, beta1, "
-     r"crop_min, lr, optimizer, proj_dim, strength, temperature, weight_decay$"),
+     r"crop_min, fne_k, lr, negatives, optimizer, proj_dim, strength, tau_plus, temperature, weight_decay$"),
     (["+search.space.lerning_rate={type:uniform,low:0.1,high:0.2}"],
      r"search.space.lerning_rate = \{'type': 'uniform', 'low': 0.1, 'high': 0.2\}: method simclr has no such"),
     # value types, checked before any rule compares them
@@ -234,3 +240,14 @@ def test_the_yaml_and_the_dataclasses_agree_on_every_default() -> None:
             if composed != default:
                 differ[(section, f.name)] = (default, composed)
     assert set(differ) == set(DELIBERATE), differ
+
+
+def test_false_negative_cancellation_must_leave_every_anchor_a_negative() -> None:
+    """fne_k above 2 x batch_size - 3 at the smallest batch size would cancel every negative: refused
+    before Ray starts; the same fne_k with the standard loss (which ignores it) passes."""
+    bad = ("method=[simclr]", "method.simclr.space.negatives=eliminate", "method.simclr.space.fne_k=200",
+           "search.space.batch_size.choices=[64,128]")
+    with pytest.raises(ConfigError, match=r"method.simclr.space.fne_k = 200: must leave each anchor a negative: "
+                                          r"at most 2 x batch_size - 3 = 125 \(the smallest batch size is 64\)"):
+        load(*bad)
+    load("method=[simclr]", "method.simclr.space.fne_k=200", "search.space.batch_size.choices=[64,128]")

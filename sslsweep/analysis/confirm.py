@@ -1,9 +1,13 @@
 """Statistics of the confirm phase, from ``budget.parquet``: test accuracy per label budget x
-protocol x method, and paired comparisons between methods.
+protocol x method, paired comparisons between methods, and between label selections.
 
 Test accuracy is summarised over confirm seeds as mean ± 95% Student-t CI
 (:func:`sslsweep.analysis.stats.mean_ci`); methods are compared with a paired t-test over seeds
 (:func:`sslsweep.analysis.stats.paired_t`). Every function is pure: DataFrames in, DataFrames out.
+
+The method tables (headline, comparisons, gain over none) use the rows of one label selection:
+``random`` when the table has it (:func:`headline_selection`); :func:`selection_table` compares
+the selections of one method with each other.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pandas as pd
 
 from sslsweep.analysis.conventions import BASELINE, budget_label, method_order, protocol_rank, require_columns
 from sslsweep.analysis.stats import ALPHA, PAIRED_TEST_NAME, MeanCI, mean_ci, paired_t, significantly_worse
+from sslsweep.schema import SELECTION_DEFAULT
 
 GROUP = ["budget_kind", "budget", "protocol"]
 BUDGET_REQUIRED = ("method", "seed", "budget_kind", "budget", "n_labels", "protocol", "test_acc")
@@ -27,6 +32,9 @@ COMPARISON_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "meth
                       "testable", "test"]
 GAIN_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "method", "gain", "ci_low",
                 "ci_high", "n_paired", "p_value"]
+SELECTION_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "method", "selection", "reference",
+                     "n_seeds", "mean", "ci", "reference_n_seeds", "reference_mean", "reference_ci", "n_paired",
+                     "gain", "ci_low", "ci_high", "p_value", "testable"]
 
 
 def _seed_series(g: pd.DataFrame, where: str) -> pd.Series:
@@ -38,8 +46,36 @@ def _seed_series(g: pd.DataFrame, where: str) -> pd.Series:
     return pd.Series(g["test_acc"].astype(float).to_numpy(), index=g["seed"].to_numpy())
 
 
+def with_selection(budget: pd.DataFrame) -> pd.DataFrame:
+    """``budget`` with a ``selection`` on every row: a table (or row) without one is random (docs/schema.md)."""
+    if "selection" not in budget.columns:
+        return budget.assign(selection=SELECTION_DEFAULT)
+    if budget["selection"].isna().any():
+        return budget.assign(selection=budget["selection"].fillna(SELECTION_DEFAULT))
+    return budget
+
+
+def selections(budget: pd.DataFrame) -> list[str]:
+    """The label selections in ``budget``: ``random`` first, then the others by name."""
+    present = set(with_selection(budget)["selection"].astype(str))
+    return sorted(present, key=lambda s: (s != SELECTION_DEFAULT, s))
+
+
+def headline_selection(budget: pd.DataFrame) -> str | None:
+    """The selection whose rows the method tables use: ``random`` when present, else the first by
+    name (None when there are no rows)."""
+    present = selections(budget)
+    return present[0] if present else None
+
+
 def _groups(budget: pd.DataFrame) -> list[tuple[tuple[str, float, str], pd.DataFrame]]:
+    """(budget_kind, budget, protocol) groups of the headline selection's rows, in display order."""
     require_columns(budget, BUDGET_REQUIRED, "budget table")
+    budget = with_selection(budget)
+    return _sorted_groups(budget[budget["selection"].astype(str) == headline_selection(budget)])
+
+
+def _sorted_groups(budget: pd.DataFrame) -> list[tuple[tuple[str, float, str], pd.DataFrame]]:
     if budget.empty:
         return []
     groups = list(budget.groupby(GROUP, sort=False))
@@ -131,3 +167,39 @@ def gain_over_none(budget: pd.DataFrame, comparisons: pd.DataFrame | None = None
     comp = paired_comparisons(budget) if comparisons is None else comparisons
     vs_none = comp[comp["reference"] == "none"].rename(columns={"mean_diff": "gain"})
     return vs_none[GAIN_COLUMNS].reset_index(drop=True)
+
+
+def selection_table(budget: pd.DataFrame) -> pd.DataFrame:
+    """Each label selection against ``random``, per budget x protocol x method.
+
+    One row per (budget, protocol, method, selection) with ``selection`` != ``reference`` =
+    ``random``: test accuracy of both (mean ± 95% CI over seeds, ``n_seeds``) and the ``gain``
+    selection - random, the mean over paired seeds with its 95% CI and two-sided paired t-test
+    p-value (both selections of a seed come from the same encoder, with as many labels). Empty
+    unless the table holds ``random`` and at least one other selection.
+    """
+    require_columns(budget, BUDGET_REQUIRED, "budget table")
+    budget = with_selection(budget)
+    present = selections(budget)
+    if len(present) < 2 or present[0] != SELECTION_DEFAULT:
+        return pd.DataFrame(columns=SELECTION_COLUMNS)
+    rows = []
+    for key, g in _sorted_groups(budget):
+        label = budget_label(key[0], key[1], float(g["n_labels"].min()), float(g["n_labels"].max()))
+        for m in method_order(g["method"].astype(str).tolist()):
+            gm = g[g["method"].astype(str) == m]
+            where = f"method={m} budget={key[1]} protocol={key[2]}"
+            per_sel = {s: _seed_series(gs, f"{where} selection={s}") for s, gs in gm.groupby("selection")}
+            ref = per_sel.get(SELECTION_DEFAULT, pd.Series(dtype=float))
+            ref_ci = mean_ci(ref)
+            for sel in present[1:]:
+                if sel not in per_sel:
+                    continue
+                ci, res = mean_ci(per_sel[sel]), paired_t(per_sel[sel], ref)
+                rows.append({"budget_kind": key[0], "budget": float(key[1]), "protocol": key[2],
+                             "budget_label": label, "method": m, "selection": sel, "reference": SELECTION_DEFAULT,
+                             "n_seeds": ci.n, "mean": ci.mean, "ci": ci.half_width, "reference_n_seeds": ref_ci.n,
+                             "reference_mean": ref_ci.mean, "reference_ci": ref_ci.half_width,
+                             "n_paired": res.n_paired, "gain": res.mean_diff, "ci_low": res.ci_low,
+                             "ci_high": res.ci_high, "p_value": res.p_value, "testable": res.testable})
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)

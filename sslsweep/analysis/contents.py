@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
+from sslsweep.analysis.confirm import SELECTION_COLUMNS
 from sslsweep.analysis.conventions import BASELINE, method_order, protocol_rank
 from sslsweep.analysis.io import SweepResults, fingerprint
 from sslsweep.analysis.sections import (
@@ -64,6 +65,7 @@ class ReportData:
     importance_notes: dict[str, str]
     cost: pd.DataFrame
     phases: pd.DataFrame
+    selection: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SELECTION_COLUMNS))
     notes: list[str] = field(default_factory=list)
 
 
@@ -173,6 +175,31 @@ def gain_block(gain: pd.DataFrame) -> Table:
                                for _, r in gain.iterrows()])
 
 
+SELECTION_NOTE = ("typical: the most typical image of each k-means cluster of the confirmed encoder's features of "
+                  "the train pool (TypiClust, Hacohen et al., ICML 2022), chosen without reading a label; random: "
+                  "class-balanced. At each budget and seed both label as many images, and both are evaluated on "
+                  "the same encoder, so the gain is paired over seeds. Typical subsets are not nested across budgets; "
+                  "at 100% both take the whole pool.")
+
+
+def selection_title(selection: pd.DataFrame) -> str:
+    return "Label selection: " + " vs ".join(["random", *selection["selection"].astype(str).unique()])
+
+
+def selection_blocks(selection: pd.DataFrame) -> list[Block]:
+    """Per selection other than random: budget x protocol x method, both accuracies and the paired gain."""
+    blocks: list[Block] = [Paragraph(f"Test accuracy (%), mean ± 95% CI (Student t) over confirm seeds, by how the "
+                                     f"labelled images were chosen; gain in percentage points ({PAIRED_TEST_NAME}).")]
+    for sel, g in selection.groupby("selection", sort=False):
+        rows = [[r["budget_label"], r["protocol"], r["method"], fmt_acc(r["reference_mean"], r["reference_ci"]),
+                 fmt_acc(r["mean"], r["ci"]), str(r["n_paired"]), fmt_diff(r["gain"], r["ci_low"], r["ci_high"]),
+                 fmt_p(r["p_value"])] for _, r in g.iterrows()]
+        blocks.append(Table(["budget", "protocol", "method", "random", str(sel), "paired seeds",
+                             f"{sel} - random (points) [95% CI]", "p"], rows, ident=f"selection-{sel}"))
+    blocks.append(Paragraph(SELECTION_NOTE, note=True))
+    return blocks
+
+
 def search_cost_block(cost: pd.DataFrame) -> Table:
     rows = []
     for _, r in cost.iterrows():
@@ -253,6 +280,8 @@ def summary_document(data: ReportData) -> Document:
                                                       for m in data.cost_search["method"]))]
     sections = [
         Section("accuracy", "Test accuracy (%) by label budget", accuracy),
+        *([Section("selection", selection_title(data.selection), selection_blocks(data.selection))]
+          if not data.selection.empty else []),
         Section("best", f"Best hyperparameters (by final {data.metric}, {data.mode})",
                 [Table(["method", "trial", "metric", "at epoch", "chosen among", "hyperparameters"], best_rows)
                  if not data.best.empty else Paragraph(NO_SEARCH)]),
@@ -271,19 +300,23 @@ def summary_document(data: ReportData) -> Document:
 
 
 def full_document(data: ReportData, figures: Mapping[str, Sequence[Figure]]) -> Document:
-    """``report.html``: every table and plot. ``figures`` maps a place (``budget``, ``search``,
-    ``method:<name>``) to the figures shown there, in order."""
-    sections = [_accuracy(data), _budget(data, figures.get("budget", ())), _per_method(data, figures),
+    """``report.html``: every table and plot. ``figures`` maps a place (``budget``, ``selection``,
+    ``search``, ``method:<name>``) to the figures shown there, in order. Sections are numbered here,
+    in order (id ``s<n>``, title ``"<n>. ..."``); the label-selection section is there only when the
+    sweep compared selections."""
+    sections = [_accuracy(data), _budget(data, figures.get("budget", ())),
+                *_selection(data, figures.get("selection", ())), _per_method(data, figures),
                 _search(data, figures.get("search", ())), _cost(data), _provenance(data), _failures(data)]
+    sections = [replace(s, id=f"s{i}", title=f"{i}. {s.title}") for i, s in enumerate(sections, 1)]
     if data.notes:
         sections.append(Section("notes", "Notes", [Items(data.notes)]))
     return Document(_title(data), sections)
 
 
 def _accuracy(data: ReportData) -> Section:
-    title = "1. Test accuracy by label budget"
+    title = "Test accuracy by label budget"
     if data.headline.empty:
-        return Section("s1", title, [Paragraph(NO_CONFIRM)])
+        return Section("", title, [Paragraph(NO_CONFIRM)])
     blocks: list[Block] = [Paragraph("Test accuracy (%), mean ± 95% CI (Student t) over confirm seeds."),
                            headline_block(data.headline), Paragraph(LEGEND, note=True)]
     if _has_baseline(data.headline):
@@ -296,7 +329,7 @@ def _accuracy(data: ReportData) -> Section:
             Paragraph(f"Test: {PAIRED_TEST_NAME} (scipy.stats.ttest_rel); differences in percentage points."),
             Table(["budget", "protocol", "method", "vs", "paired seeds", "difference (points) [95% CI]", "p"],
                   rows)]))
-    return Section("s1", title, blocks)
+    return Section("", title, blocks)
 
 
 def _budget(data: ReportData, figures: Sequence[Figure]) -> Section:
@@ -305,7 +338,14 @@ def _budget(data: ReportData, figures: Sequence[Figure]) -> Section:
         blocks.append(gain_block(data.gain))
     elif not data.headline.empty:
         blocks.append(Paragraph("No gain over none: the 'none' baseline is not in budget.parquet.", note=True))
-    return Section("s2", "2. Accuracy vs label budget", blocks or [Paragraph("No confirm-phase results.")])
+    return Section("", "Accuracy vs label budget", blocks or [Paragraph("No confirm-phase results.")])
+
+
+def _selection(data: ReportData, figures: Sequence[Figure]) -> list[Section]:
+    """The label selections compared, when the sweep evaluated more than one (else no section)."""
+    if data.selection.empty:
+        return []
+    return [Section("", selection_title(data.selection), [*figures, *selection_blocks(data.selection)])]
 
 
 def _per_method(data: ReportData, figures: Mapping[str, Sequence[Figure]]) -> Section:
@@ -324,7 +364,7 @@ def _per_method(data: ReportData, figures: Mapping[str, Sequence[Figure]]) -> Se
             blocks.append(Table(["hyperparameter", "importance"],
                                 [[r["param"], f"{r['importance']:.3f}"] for _, r in imp.iterrows()]))
         blocks.append(Paragraph(f"Importance: {data.importance_notes.get(method, 'not computed')}", note=True))
-    return Section("s3", "3. Per method: metric vs hyperparameters", blocks or [Paragraph(NO_SEARCH)])
+    return Section("", "Per method: metric vs hyperparameters", blocks or [Paragraph(NO_SEARCH)])
 
 
 def _search(data: ReportData, figures: Sequence[Figure]) -> Section:
@@ -337,7 +377,7 @@ def _search(data: ReportData, figures: Sequence[Figure]) -> Section:
         blocks.append(search_cost_block(data.cost_search))
         blocks.append(Table(["method", "ASHA stops per rung"],
                             [[m, stops_text(data.stops, m)] for m in data.cost_search["method"]]))
-    return Section("s4", "4. Search behaviour", blocks or [Paragraph(NO_SEARCH)])
+    return Section("", "Search behaviour", blocks or [Paragraph(NO_SEARCH)])
 
 
 def _cost(data: ReportData) -> Section:
@@ -354,7 +394,7 @@ def _cost(data: ReportData) -> Section:
         "after another); confirm = the method's confirm trials' own seconds, summed (all methods' "
         "confirm trials run together, so the phase's wall time is in the table below). "
         "Device-hours: trial wall time x devices held (GPUs if any, else CPUs), summed.", note=True))
-    return Section("s5", "5. Cost", blocks)
+    return Section("", "Cost", blocks)
 
 
 def _provenance(data: ReportData) -> Section:
@@ -364,7 +404,7 @@ def _provenance(data: ReportData) -> Section:
                    Table(["item", "value"], provenance(manifest), text_cols=(1,)),
                    Heading("Resolved search spaces", 4), _json(manifest.get("spaces")),
                    Heading("Resolved config", 4), _json(manifest.get("config"))]
-    return Section("s6", "6. Provenance", blocks)
+    return Section("", "Provenance", blocks)
 
 
 def _json(obj: Any) -> Preformatted:
@@ -372,5 +412,5 @@ def _json(obj: Any) -> Preformatted:
 
 
 def _failures(data: ReportData) -> Section:
-    return Section("s7", "7. Failed and diverged trials", [failure_block(data.failed) if not data.failed.empty
+    return Section("", "Failed and diverged trials", [failure_block(data.failed) if not data.failed.empty
                                                            else Paragraph("No failed or diverged trials.")])

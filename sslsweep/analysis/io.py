@@ -27,7 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from sslsweep import storage
-from sslsweep.schema import BUDGET, BUDGET_COLUMNS, MANIFEST, OPTUNA_DIR, TRIAL_COLUMNS, TRIALS
+from sslsweep.schema import BUDGET, BUDGET_COLUMNS, MANIFEST, OPTUNA_DIR, SELECTION_DEFAULT, TRIAL_COLUMNS, TRIALS
 
 
 @dataclass
@@ -158,6 +158,8 @@ def open_sweep(location: str, *, load_studies: bool = True) -> SweepResults:
     if budget is None:
         notes.append(f"{location}: {BUDGET} missing: no confirm-phase (test accuracy) results.")
         budget = _empty(list(BUDGET_COLUMNS))
+    elif "selection" not in budget.columns:  # written without label selections: every subset was random
+        budget["selection"] = SELECTION_DEFAULT
     studies: dict[str, Any] = {}
     if load_studies and isinstance(fs, pafs.LocalFileSystem):
         studies, more = load_journal_studies(directory, _methods(trials, budget))
@@ -226,7 +228,7 @@ def _check_same_splits(sweeps: Sequence[SweepResults]) -> None:
 
 
 def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
-    key = ["method", "seed", "budget_kind", "budget", "protocol"]
+    key = ["method", "seed", "budget_kind", "budget", "protocol", "selection"]
     if budget.empty:
         return
     dup = budget[budget.duplicated(subset=key, keep=False)]
@@ -235,8 +237,8 @@ def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
         where = sorted(set(dup.loc[(dup[key] == row[key]).all(axis=1), "sweep_id"].astype(str)))
         raise ValueError(
             f"budget row method={row['method']} seed={row['seed']} budget={row['budget']} "
-            f"protocol={row['protocol']} appears in sweeps {where}: combined sweeps must not repeat "
-            f"a method x seed x budget x protocol")
+            f"protocol={row['protocol']} selection={row['selection']} appears in sweeps {where}: combined "
+            f"sweeps must not repeat a method x seed x selection x budget x protocol")
 
 
 def combine(sweeps: Sequence[SweepResults]) -> SweepResults:
@@ -244,7 +246,7 @@ def combine(sweeps: Sequence[SweepResults]) -> SweepResults:
 
     Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
     the split (:data:`SPLIT_KEYS`), the selection ``metric`` and ``mode``; sweep ids are distinct;
-    no method x seed x budget x protocol row appears twice. A method present in several sweeps has
+    no method x seed x selection x budget x protocol row appears twice. A method present in several sweeps has
     its Optuna study dropped (importances then come from the combined trials table).
     """
     if not sweeps:

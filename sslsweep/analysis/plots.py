@@ -94,6 +94,15 @@ def gain_over_none(gain: pd.DataFrame) -> bytes:
                         "Gain over a random-init encoder (none)", zero_line=True)
 
 
+def selection_gain(table: pd.DataFrame, selection: str) -> bytes:
+    """Gain in test accuracy (points) of ``selection`` over random label selection against label
+    budget (rows of :func:`sslsweep.analysis.confirm.selection_table` for that selection)."""
+    _require_rows(table, "label selection")
+    return _budget_plot(table, lambda g: (g["gain"], g["ci_high"] - g["gain"]),
+                        f"{selection} - random (points), 95% CI", f"Label selection: {selection} vs random",
+                        zero_line=True)
+
+
 def _budget_plot(df: pd.DataFrame, series: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], ylabel: str,
                  title: str, *, zero_line: bool) -> bytes:
     """One panel per budget kind, one line per (method, protocol): ``series(group)`` gives the

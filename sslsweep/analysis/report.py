@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from sslsweep.analysis import plots
-from sslsweep.analysis.confirm import gain_over_none, headline_table, paired_comparisons
+from sslsweep.analysis.confirm import (
+    gain_over_none,
+    headline_selection,
+    headline_table,
+    paired_comparisons,
+    selection_table,
+)
 from sslsweep.analysis.contents import ReportData, full_document, summary_document
 from sslsweep.analysis.conventions import BASELINE, method_order
 from sslsweep.analysis.cost import cost_table, max_epochs_of, phase_table, search_cost
@@ -24,7 +30,7 @@ from sslsweep.analysis.io import SweepResults, combine, open_sweep, write_text
 from sslsweep.analysis.render import to_html, to_markdown
 from sslsweep.analysis.sections import Figure
 from sslsweep.analysis.trials import asha_stops, best_hparams, best_so_far, best_trials, failures, metric_vs_hparams
-from sslsweep.schema import REPORT_HTML, REPORT_MD
+from sslsweep.schema import REPORT_HTML, REPORT_MD, SELECTION_DEFAULT
 
 
 def _max_epochs(sweep: SweepResults) -> int | dict[str, int] | None:
@@ -50,8 +56,12 @@ def compute(sweep: SweepResults) -> ReportData:
         curve=best_so_far(trials, mode), failed=failures(trials),
         mvh=metric_vs_hparams(trials, mode), importance=importance,
         importance_notes=imp_notes, cost=cost_table(sweep.manifests),
-        phases=phase_table(sweep.manifests), notes=list(sweep.notes),
+        phases=phase_table(sweep.manifests), selection=selection_table(budget), notes=list(sweep.notes),
     )
+    reference = headline_selection(budget)
+    if reference not in (None, SELECTION_DEFAULT):
+        data.notes.append(f"budget.parquet holds no random label subsets: the accuracy tables show the "
+                          f"{reference} ones (dataset.label_selection).")
     if not budget.empty and BASELINE not in set(budget["method"].astype(str)):
         data.notes.append("The 'none' baseline (random-init encoder) is not in budget.parquet: "
                           "no gain over none is reported.")
@@ -77,6 +87,10 @@ def figures(data: ReportData) -> dict[str, list[Figure]]:
     if not data.gain.empty:
         draw("budget", "Gain over none", "Gain in test accuracy over the random-init baseline against label budget",
              lambda: plots.gain_over_none(data.gain))
+    for sel in data.selection["selection"].astype(str).unique():
+        draw("selection", f"{sel} vs random label selection",
+             f"Gain in test accuracy of {sel} over random label selection against label budget, per method",
+             partial(plots.selection_gain, data.selection[data.selection["selection"] == sel], sel))
     for method in method_order(data.mvh["method"].astype(str).tolist()):
         draw(f"method:{method}", f"{method}: {data.metric} vs hyperparameters",
              f"{method}: final {data.metric} of each trial against each searched hyperparameter, best trial starred",

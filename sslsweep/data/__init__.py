@@ -9,12 +9,14 @@ seed: every method, every trial and every node computes the same ones. No torch 
 - :mod:`~sslsweep.data.decode`: encoded images to arrays.
 - :mod:`~sslsweep.data.cache`: the decoded-array cache.
 - :mod:`~sslsweep.data.splits`: train/val/test splits and nested label budgets.
+- :mod:`~sslsweep.data.selection`: which images to label, from features alone (TypiClust).
 - :mod:`~sslsweep.data.prepare`: the arrays a sweep's trials share.
 - :mod:`~sslsweep.data.facts`: what the data-dependent rules need, one image decoded.
 """
 
 from sslsweep.data.facts import DataFacts, read_facts
 from sslsweep.data.prepare import Prepared, fingerprint, prepare
+from sslsweep.data.selection import SELECTIONS, typical_subset
 from sslsweep.data.sources import ImageSet, load_digits, read_labels
 from sslsweep.data.splits import Splits, budgets, label_subset, make_splits
 
@@ -22,6 +24,7 @@ __all__ = [
     "DataFacts",
     "ImageSet",
     "Prepared",
+    "SELECTIONS",
     "Splits",
     "budgets",
     "fingerprint",
@@ -31,4 +34,5 @@ __all__ = [
     "prepare",
     "read_facts",
     "read_labels",
+    "typical_subset",
 ]

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sslsweep.analysis.trials import best_trials
-from sslsweep.schema import BUDGET_COLUMNS, HP_PREFIX, TRIAL_COLUMNS, TRIAL_KEYS, hp_column
+from sslsweep.schema import BUDGET_COLUMNS, HP_PREFIX, SELECTION_DEFAULT, TRIAL_COLUMNS, TRIAL_KEYS, hp_column
 
 def outcome(result: dict[str, Any] | None, error: bool, max_epochs: int) -> str:
     """How a trial ended, from its last result: completed, stopped (early, by the scheduler),
@@ -103,7 +103,8 @@ def trials_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def budget_rows(sweep_id: str, results: Iterable[Any]) -> list[dict[str, Any]]:
-    """The confirm trials' evaluation rows (reported as JSON in their last result)."""
+    """The confirm trials' evaluation rows (reported as JSON in their last result); a row that
+    names no label ``selection`` is a ``random`` one."""
     rows = []
     for res in results:
         last = res.metrics or {}
@@ -112,7 +113,8 @@ def budget_rows(sweep_id: str, results: Iterable[Any]) -> list[dict[str, Any]]:
         run = dict((res.config or {}).get("run", res.config or {}))
         for r in json.loads(last["budget_rows"]):
             rows.append(dict(sweep_id=sweep_id, method=run["method"], seed=int(run["seed"]),
-                             trial_id=str(last.get("trial_id")), source_trial_id=str(run.get("source_trial_id")), **r))
+                             trial_id=str(last.get("trial_id")), source_trial_id=str(run.get("source_trial_id")),
+                             selection=SELECTION_DEFAULT) | r)
     return rows
 
 

@@ -107,7 +107,7 @@ class Sweep:
         return TrialSettings(encoder=c.encoder, trainer=c.trainer, eval=c.eval, confirm=c.confirm,
                              metric=self.metric, max_epochs=c.confirm_epochs if confirm else c.search.max_epochs,
                              eval_every=c.search.eval_every, num_threads=c.trainer.num_threads or int(c.resources.cpu),
-                             budgets=tuple(budgets(c.dataset)))
+                             budgets=tuple(budgets(c.dataset)), selections=c.dataset.label_selection)
 
     def _device_count(self) -> float:
         return self.cfg.resources.gpu if self.cfg.resources.gpu > 0 else self.cfg.resources.cpu

@@ -9,18 +9,19 @@ so a trial resumes exactly where its last checkpoint left it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.data import Prepared, label_subset
+from sslsweep.data import Prepared, label_subset, typical_subset
 from sslsweep.storage import atomic_local_file
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
@@ -126,9 +127,10 @@ def make_pretrainer(method: str, hp: Mapping[str, Any], data: Prepared, encoder_
         task = task.to(memory_format=torch.channels_last)
     extra = task.extra_optimizers()
     theirs = {id(p) for opt in extra.values() for p in _params(opt)}
-    lr, wd = float(hp.get("lr", 0.05)), float(hp.get("weight_decay", 0.0))
+    lr, wd = float(hp["lr"]), float(hp["weight_decay"])
     params = [p for p in task.parameters() if p.requires_grad and id(p) not in theirs]
     if hp.get("optimizer", trainer_cfg.optimizer) == "adamw":  # a method may fix its own (gan: adamw, beta1 0.5)
+        # beta1: only gan's space sets it; 0.9 is AdamW's own default, not a copy of a config value
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=wd,
                                                        betas=(float(hp.get("beta1", 0.9)), 0.999))
     else:
@@ -169,11 +171,13 @@ def backward_and_step(pre: Pretrainer, out: TaskOutput) -> None:
 
 
 def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
-    """One pass over the unlabeled pool ``images`` (uint8, on the device), in shuffled full batches."""
+    """One pass over the unlabeled pool ``images`` (uint8, on the device), in shuffled full batches;
+    the task sees the whole pool first (:meth:`PretextTask.on_epoch_start`)."""
     bs = epoch_batch_size(pre.hp, len(images))
+    pre.task.on_epoch_start(images, pre.epoch, pre.gen)
     order = torch.randperm(len(images), generator=pre.gen, device=pre.runtime.device)
     n_steps = len(images) // bs
-    base_lr = float(pre.hp.get("lr", 0.05))
+    base_lr = float(pre.hp["lr"])
     pre.task.train()
     total_loss = torch.zeros((), device=pre.runtime.device)
     total_acc = torch.zeros((), device=pre.runtime.device)
@@ -248,11 +252,14 @@ def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime:
 
 
 def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, dataset_budgets: list[tuple[str, float]],
-                     runtime: Runtime, *, seed: int) -> list[dict[str, Any]]:
-    """Confirm-phase evaluation: at every label budget, linear probe and fine-tuning, on val and test.
+                     runtime: Runtime, *, seed: int, selections: Sequence[str] = ("random",)) -> list[dict[str, Any]]:
+    """Confirm-phase evaluation: for every label selection, at every label budget, linear probe and
+    fine-tuning, on val and test.
 
-    The labeled subsets come from :func:`label_subset` with this ``seed``: nested and identical for
-    every method. Returns one dict per (budget, protocol) with the columns of ``budget.parquet``.
+    ``random`` subsets come from :func:`label_subset` with this ``seed``: nested and identical for
+    every method. ``typical`` subsets come from :func:`typical_subset` on this encoder's features of
+    the train pool (no label read to choose them), as many images as the random subset of the same
+    budget. Returns one dict per (selection, budget, protocol) with the columns of ``budget.parquet``.
     """
     data = dd.data
     val_i, test_i = data.splits.val, data.splits.test
@@ -264,21 +271,23 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
     pos = {int(g): i for i, g in enumerate(data.splits.train)}  # full index -> row of feats["train"]
     rows = []
     ft_cfg = FinetuneConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size)
-    for kind, value in dataset_budgets:
+    for selection, (kind, value) in itertools.product(selections, dataset_budgets):
         sub = label_subset(data.labels, data.splits.train, seed=seed,
                            **({"fraction": value} if kind == "fraction" else {"per_class": int(value)}))
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # the linear row's time includes choosing the subset
+        if selection == "typical":  # the random subset gave the count only: equal labels, equal cost
+            sub = data.splits.train[typical_subset(feats["train"], len(sub), seed=seed)]
         acc = linear_probe(feats["train"][[pos[int(i)] for i in sub]], data.labels[sub],
                            {"val": (feats["val"], data.labels[val_i]), "test": (feats["test"], data.labels[test_i])},
                            c=cfg.linear_c, seed=seed)
-        rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="linear",
+        rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="linear", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
         t0 = time.perf_counter()
         acc = finetune(encoder, data.num_classes, dd.images[dd.idx(sub)], dd.labels[dd.idx(sub)],
                        {"val": (dd.images[dd.idx(val_i)], dd.labels[dd.idx(val_i)]),
                         "test": (dd.images[dd.idx(test_i)], dd.labels[dd.idx(test_i)])},
                        ft_cfg, seed=seed, autocast=runtime.autocast)
-        rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune",
+        rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
     return rows
 

@@ -57,6 +57,7 @@ class TrialSettings:
     eval_every: int
     num_threads: int | None
     budgets: tuple[tuple[str, float], ...] = ()
+    selections: tuple[str, ...] = ("random",)  # dataset.label_selection
 
 
 def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
@@ -237,7 +238,8 @@ def _confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettin
         encoder = build_encoder(encoder_config_for(method, settings.encoder), data.shape[0]).to(runtime.device)
     else:
         encoder = pre.encoder
-    rows = evaluate_budgets(encoder, dd, settings.confirm, list(settings.budgets), runtime, seed=seed)
+    rows = evaluate_budgets(encoder, dd, settings.confirm, list(settings.budgets), runtime, seed=seed,
+                            selections=settings.selections)
     for r in rows:
         r.update(pretrain_epochs=pre.epoch if pre else 0, pretrain_time_s=pretrain_s)
     tune.report(_progress(pre, None, t0) | {"budget_rows": json.dumps(rows)})

@@ -68,3 +68,18 @@ def test_best_configs_picks_what_the_confirm_phase_retrains() -> None:
     assert type(best["simclr"]["hp"]["batch_size"]) is int and type(best["simclr"]["hp"]["lr"]) is float
     assert best["rotation"]["trial_id"] == "rot"
     assert best_configs(trials[trials["method"] == "none"]) == {}
+
+
+def test_budget_rows_carry_the_label_selection_and_default_to_random() -> None:
+    """A confirm trial's row keeps its ``selection``; a row naming none is a random one."""
+    from sslsweep.search.results import budget_rows, budget_table
+
+    rows = [{"budget_kind": "fraction", "budget": 0.1, "n_labels": 12, "protocol": "linear", "selection": "typical",
+             "val_acc": 0.5, "test_acc": 0.4},
+            {"budget_kind": "fraction", "budget": 0.1, "n_labels": 12, "protocol": "linear",
+             "val_acc": 0.6, "test_acc": 0.5}]
+    res = SimpleNamespace(config={"run": {"method": "simclr", "seed": 1, "source_trial_id": "s"}},
+                          metrics={"trial_id": "c1", "budget_rows": json.dumps(rows)})
+    table = budget_table(budget_rows("sw", [res])).to_pandas()
+    assert table["selection"].tolist() == ["typical", "random"]
+    assert table["test_acc"].tolist() == [0.4, 0.5]

@@ -79,7 +79,7 @@ def task_hp(name: str) -> dict[str, Any]:
         else:
             hp[key] = int(spec.low) if spec.type in ("int", "intlog") else spec.low
     hp["batch_size"] = BATCH
-    hp["lr"] = min(float(hp.get("lr", 0.01)), 0.01)
+    hp["lr"] = min(float(hp["lr"]), 0.01)  # the shared space always sets lr
     return hp
 
 
@@ -269,7 +269,7 @@ class LabelPeekingTask(PretextTask):
 @pytest.fixture()
 def cheat(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(TASKS, "cheat", TaskEntry(f"{__name__}:LabelPeekingTask"))
-    monkeypatch.setattr(f"{__name__}.task_hp", lambda name: {"batch_size": BATCH, "lr": 0.01})
+    monkeypatch.setattr(f"{__name__}.task_hp", lambda name: {"batch_size": BATCH, "lr": 0.01, "weight_decay": 0.0})
     return "cheat"
 
 

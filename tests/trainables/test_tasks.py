@@ -84,7 +84,9 @@ def test_affine_at_strength_zero_is_the_identity() -> None:
 
 
 def test_exemplar_seeds_are_the_first_k_images_and_k_is_capped_at_the_pool() -> None:
-    task = Exemplar(small_cnn(1, 4), {"surrogate_classes": 5000, "strength": 1.0}, TaskContext(1, 8, num_images=10))
+    task = Exemplar(small_cnn(1, 4), {"surrogate_classes": 5000, "strength": 1.0, "num_sampled": 4096,
+                                      "surrogate": "image", "refresh_every": 1, "batch_size": 128},
+                    TaskContext(1, 8, num_images=10))
     assert task.k == 10 and task.classifier.out_features == 10
     a, b = uint8_images(6, 1, 8, seed=1), uint8_images(6, 1, 8, seed=2)
     task(a, gen())
@@ -96,7 +98,8 @@ def test_exemplar_seeds_are_the_first_k_images_and_k_is_capped_at_the_pool() -> 
 def test_exemplar_sampled_softmax_matches_its_reference_and_masks_accidental_hits() -> None:
     """K > num_sampled: cross-entropy over the batch's classes + sampled ones, the own class once."""
     torch.manual_seed(0)
-    task = Exemplar(small_cnn(1, 4), {"surrogate_classes": 100_000, "strength": 1.0, "num_sampled": 8},
+    task = Exemplar(small_cnn(1, 4), {"surrogate_classes": 100_000, "strength": 1.0, "num_sampled": 8,
+                                      "surrogate": "image", "refresh_every": 1},
                     TaskContext(1, 8)).eval()
     x = uint8_images(4, 1, 8)
     task.seeds[:4] = x
@@ -120,7 +123,8 @@ def test_exemplar_sampled_softmax_matches_its_reference_and_masks_accidental_hit
 
 
 def test_exemplar_with_a_hundred_thousand_classes_still_steps() -> None:
-    task = Exemplar(small_cnn(3, 4), {"surrogate_classes": 100_000, "strength": 1.0, "num_sampled": 64},
+    task = Exemplar(small_cnn(3, 4), {"surrogate_classes": 100_000, "strength": 1.0, "num_sampled": 64,
+                                      "surrogate": "image", "refresh_every": 1},
                     TaskContext(3, 8))
     out = task(uint8_images(8, 3, 8), gen())
     out.loss.backward()
@@ -186,7 +190,8 @@ def test_hamming_permutations_follow_algorithm_1() -> None:
 
 def test_jigsaw_tiles_come_from_the_permuted_cells() -> None:
     """Paint cell k with the value k: position i of puzzle ``label`` then shows perms[label][i]."""
-    task = Jigsaw(small_cnn(1, 4), {"num_perms": 10}, TaskContext(1, 30))
+    task = Jigsaw(small_cnn(1, 4), {"num_perms": 10, "tile_frac": 0.85, "crop_min": 0.6, "strength": 0.0},
+                  TaskContext(1, 30))
     cell, tile = tile_layout(30, 0.85)
     assert (cell, tile) == (task.cell, task.tile) == (10, 8)
     img = torch.arange(9).view(3, 3).repeat_interleave(10, 0).repeat_interleave(10, 1).float()[None, None]
@@ -315,7 +320,8 @@ def test_byol_loss_is_two_minus_two_cosine() -> None:
 
 def test_byol_target_is_a_moving_average_without_gradient() -> None:
     torch.manual_seed(0)
-    task = BYOL(small_cnn(1, 4), {"ema": 0.9, "proj_dim": 8, "hidden_dim": 16}, TaskContext(1, 8)).train()
+    task = BYOL(small_cnn(1, 4), {"ema": 0.9, "proj_dim": 8, "hidden_dim": 16, "crop_min": 0.2, "strength": 0.5},
+                TaskContext(1, 8)).train()
     with torch.no_grad():
         for p in task.encoder.parameters():
             p.add_(1.0)  # the online weights moved since the target was copied
@@ -329,7 +335,8 @@ def test_byol_target_is_a_moving_average_without_gradient() -> None:
 def test_byol_target_decay_follows_the_cosine_schedule_from_tau_base_to_one() -> None:
     """BYOL sec. 3.2: tau = 1 - (1 - tau_base)(cos(pi k/K) + 1)/2 - tau_base at the start, halfway
     to 1 at mid-training, 1 at the end; the update at half way uses that tau."""
-    task = BYOL(small_cnn(1, 4), {"ema": 0.9, "proj_dim": 8, "hidden_dim": 16}, TaskContext(1, 8)).train()
+    task = BYOL(small_cnn(1, 4), {"ema": 0.9, "proj_dim": 8, "hidden_dim": 16, "crop_min": 0.2, "strength": 0.5},
+                TaskContext(1, 8)).train()
     taus = []
     for progress in (0.0, 0.5, 1.0):
         task.progress = progress
@@ -348,8 +355,8 @@ def test_byol_target_decay_follows_the_cosine_schedule_from_tau_base_to_one() ->
 def test_training_loop_tells_the_task_how_far_training_is() -> None:
     """The loop sets ``progress`` = (epoch + step / steps) / max_epochs before each step."""
     data = tiny_data()
-    pre = make_pretrainer("byol", {"lr": 0.05, "batch_size": 10, "ema": 0.99, "proj_dim": 8, "hidden_dim": 16,
-                                   "strength": 0.5}, data, EncoderConfig(width=4), TrainerConfig(), CPU,
+    pre = make_pretrainer("byol", {"lr": 0.05, "weight_decay": 0.0, "batch_size": 10, "ema": 0.99, "proj_dim": 8,
+                                   "hidden_dim": 16, "strength": 0.5, "crop_min": 0.2}, data, EncoderConfig(width=4), TrainerConfig(), CPU,
                           max_epochs=4, seed=0)
     seen: list[float] = []
     pre.task.register_forward_pre_hook(lambda task, args: seen.append(task.progress))
@@ -369,7 +376,8 @@ def test_simsiam_loss_is_minus_cosine_with_stop_gradient() -> None:
 
 
 def test_simsiam_step_is_finite_and_trains_projector_and_predictor() -> None:
-    task = SimSiam(small_cnn(3, 4), {"proj_dim": 16, "pred_hidden": 8}, TaskContext(3, 8))
+    task = SimSiam(small_cnn(3, 4), {"proj_dim": 16, "pred_hidden": 8, "crop_min": 0.2, "strength": 0.5},
+                   TaskContext(3, 8))
     out = task(uint8_images(4, 3, 8), gen())
     out.loss.backward()
     assert -1 <= out.loss.item() <= 1
@@ -491,7 +499,8 @@ def test_exemplar_seeds_are_distinct_images_when_k_exceeds_what_one_epoch_shows(
     data = Prepared(images=images, labels=labels, splits=Splits(train=np.arange(100), val=np.arange(0),
                     test=np.arange(0)), classes=["0"], fingerprint=fingerprint(images, labels), hflip=False)
     cpu = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
-    pre = make_pretrainer("exemplar", {"surrogate_classes": 5000, "strength": 1.0, "batch_size": 64, "lr": 0.01,
+    pre = make_pretrainer("exemplar", {"surrogate_classes": 5000, "strength": 1.0, "num_sampled": 4096,
+                                       "surrogate": "image", "refresh_every": 1, "batch_size": 64, "lr": 0.01,
                                        "weight_decay": 0.0}, data, EncoderConfig(width=4), TrainerConfig(), cpu,
                           max_epochs=2, seed=0)
     assert pre.task.k == 64

@@ -25,7 +25,8 @@ from sslsweep.trainables.train import (
 from tests.conftest import make_images
 
 CPU = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
-HP = {"lr": 0.05, "weight_decay": 1e-4, "batch_size": 16, "strength": 0.5, "temperature": 0.5, "crop_min": 0.3}
+HP = {"lr": 0.05, "weight_decay": 1e-4, "batch_size": 16, "strength": 0.5, "temperature": 0.5, "crop_min": 0.3,
+      "proj_dim": 128, "negatives": "standard"}
 
 
 def tiny_data(n: int = 64, channels: int = 1) -> Prepared:

@@ -231,3 +231,16 @@ def test_node_outside_ray_is_local_and_starts_no_ray() -> None:
     code = "import ray; from sslsweep.trainables.trial import _node; print(_node(), ray.is_initialized())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["local", "False"], out.stderr[-2000:]
+
+
+def test_confirm_trial_evaluates_each_label_selection_of_the_settings(recorder: Recorder) -> None:
+    """dataset.label_selection reaches the confirm rows: both selections, as many labels each."""
+    import json
+    from dataclasses import replace
+
+    settings = replace(SETTINGS, selections=("random", "typical"))
+    confirm_trial({"run": {**CONFIG, "source_trial_id": "abc"}}, tiny_data(), settings)
+    rows = json.loads(recorder.reports[-1]["budget_rows"])
+    assert {r["selection"] for r in rows} == {"random", "typical"} and len(rows) == 8
+    counts = {(r["selection"], r["budget_kind"]): r["n_labels"] for r in rows}
+    assert all(counts[("random", k)] == counts[("typical", k)] for k in ("fraction", "per_class"))

@@ -12,9 +12,9 @@ from sslsweep.trainables.augment import AugmentConfig, BatchAugment
 
 
 def epoch_batch_size(hp: Mapping[str, Any], num_images: int) -> int:
-    """The batch size pretraining uses on a pool of ``num_images``: ``hp["batch_size"]`` (default
-    128), at most the pool. An epoch is the pool's full batches of this size."""
-    return min(int(hp.get("batch_size", 128)), num_images)
+    """The batch size pretraining uses on a pool of ``num_images``: ``hp["batch_size"]`` (required:
+    the shared space sets it), at most the pool. An epoch is the pool's full batches of this size."""
+    return min(int(hp["batch_size"]), num_images)
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,6 @@ class PretextTask(nn.Module):
 
     Class attributes:
         has_pretext_acc: whether ``TaskOutput.acc`` is set.
-        defaults: values of hyperparameters a caller may leave out. A composed config always
-            sets every key of ``conf/method/<name>.yaml`` and ``conf/search``; only tests and
-            benchmarks build tasks from partial dicts, so only the keys they leave out are here.
 
     Attributes:
         progress: fraction of the trial's pretraining done, in [0, 1]; the training loop sets it
@@ -72,17 +69,25 @@ class PretextTask(nn.Module):
     """
 
     has_pretext_acc: ClassVar[bool] = False
-    defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__()
         self.encoder = encoder
-        self.hp = {**self.defaults, **hp}
+        self.hp = dict(hp)
         self.ctx = ctx
         self.progress = 0.0
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def on_epoch_start(self, pool: torch.Tensor, epoch: int, generator: torch.Generator | None = None) -> None:
+        """Called by the training loop before every epoch, including the first after a resume, with
+        the whole unlabeled pool (uint8 (N, C, H, W) on the device: the same images in the same
+        order every epoch) and the index of the epoch about to run (0 first). For a task whose
+        targets depend on the pool as a whole (Exemplar on clusters). Anything it computes that a
+        later step depends on must be a buffer (checkpointed) or be rebuilt here from buffers, and
+        its random draws must come from ``generator``, so a resumed trial continues exactly.
+        Nothing by default."""
 
     def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The task's own optimizers by name, for parameters trained on a loss of their own

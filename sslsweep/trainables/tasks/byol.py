@@ -42,12 +42,10 @@ class BYOL(PretextTask):
         proj_dim, hidden_dim, strength, crop_min.
 
     Example:
-        >>> task = BYOL(encoder, {"ema": 0.99, "proj_dim": 256, "hidden_dim": 4096, "strength": 0.5}, ctx)
+        >>> task = BYOL(encoder, {"ema": 0.99, "proj_dim": 256, "hidden_dim": 4096, "strength": 0.5,
+        ...                       "crop_min": 0.08}, ctx)
         >>> task(x_uint8).loss.backward()     # the loss is in [0, 4]
     """
-
-    # only for tests/trainables/test_tasks.py, which leaves them out (see PretextTask.defaults)
-    defaults = {"crop_min": 0.2, "strength": 0.5}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)

@@ -60,16 +60,14 @@ class Jigsaw(PretextTask):
     Args (hp):
         num_perms: size of the permutation set (the paper: 100 to 1000).
         tile_frac: tile side / cell side (the paper: 64 / 75 ~ 0.85).
-        crop_min: lower bound of the random-resized-crop area before tiling (default 0.6).
+        crop_min: lower bound of the random-resized-crop area before tiling (the space: 0.6).
 
     Example:
-        >>> task = Jigsaw(encoder, {"num_perms": 100}, ctx)
+        >>> task = Jigsaw(encoder, {"num_perms": 100, "tile_frac": 0.85, "crop_min": 0.6, "strength": 0.0}, ctx)
         >>> out = task(x_uint8); out.loss.backward(); out.acc   # chance = 1/num_perms
     """
 
     has_pretext_acc: ClassVar[bool] = True
-    # only for tests/trainables/test_tasks.py, which leaves them out (see PretextTask.defaults)
-    defaults = {"tile_frac": 0.85, "crop_min": 0.6, "strength": 0.0}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslsweep.rules import HP_RULES, require
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, mlp_head, view_augment
+from sslsweep.trainables.tasks.contrastive import debiased_nt_xent, fnc_nt_xent
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -39,20 +41,24 @@ class SimCLR(PretextTask):
     flip and colour distortion of strength s; an MLP projection head; NT-Xent with temperature tau.
 
     Hyperparameters (space): ``temperature``, ``strength`` (s: jitter 0.8s/0.8s/0.8s/0.2s),
-    ``proj_dim``, ``crop_min``.
+    ``proj_dim``, ``crop_min``, and ``negatives``, what to do about negatives of the anchor's own
+    class (:mod:`~sslsweep.trainables.tasks.contrastive`): ``standard`` (NT-Xent), ``debiased``
+    (Chuang et al. 2020, class prior ``tau_plus``), ``eliminate`` or ``attract`` (Huynh et al.
+    2022, the ``fne_k`` most similar negatives dropped from the denominator or made positives).
 
     Example:
-        >>> task = SimCLR(encoder, {"temperature": 0.5, "strength": 0.5}, ctx)
+        >>> task = SimCLR(encoder, {"temperature": 0.5, "strength": 0.5, "crop_min": 0.2, "proj_dim": 128,
+        ...                         "negatives": "standard"}, ctx)
         >>> out = task(x_uint8)           # x_uint8: (N, C, H, W) uint8
         >>> out.loss.backward()
     """
 
-    # only for benchmarks/packing.py and tests/trainables/test_train.py, which leave them out
-    defaults = {"crop_min": 0.2, "proj_dim": 128}
-
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)
         self.temperature = float(self.hp["temperature"])
+        self.negatives = str(self.hp["negatives"])
+        valid, rule = HP_RULES["negatives"]
+        require(valid(self.negatives), "negatives", self.negatives, rule)
         self.augment = view_augment(ctx, self.hp, gray_p=0.2)
         dim = encoder.out_dim
         self.projector = mlp_head(dim, dim, int(self.hp["proj_dim"]))
@@ -61,4 +67,13 @@ class SimCLR(PretextTask):
         n = x.shape[0]
         views = self.augment(torch.cat([x, x]), generator)  # (2N, C, S, S): two independent views, one pass
         z = self.projector(self.encoder(views))  # one pass: BN statistics over both views
-        return TaskOutput(loss=nt_xent(z[:n], z[n:], self.temperature), views=2 * n)
+        return TaskOutput(loss=self.loss(z[:n], z[n:]), views=2 * n)
+
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The contrastive loss ``negatives`` selects, on the (N, D) projections of the two views;
+        ``tau_plus`` and ``fne_k`` are read only by the variants that use them."""
+        if self.negatives == "debiased":
+            return debiased_nt_xent(z1, z2, self.temperature, float(self.hp["tau_plus"]))
+        if self.negatives in ("eliminate", "attract"):
+            return fnc_nt_xent(z1, z2, self.temperature, self.hp["fne_k"], attract=self.negatives == "attract")
+        return nt_xent(z1, z2, self.temperature)

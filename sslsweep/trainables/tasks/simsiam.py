@@ -35,12 +35,9 @@ class SimSiam(PretextTask):
         proj_dim, pred_hidden, strength, crop_min.
 
     Example:
-        >>> task = SimSiam(encoder, {"proj_dim": 2048, "pred_hidden": 512, "strength": 0.5}, ctx)
+        >>> task = SimSiam(encoder, {"proj_dim": 2048, "pred_hidden": 512, "strength": 0.5, "crop_min": 0.2}, ctx)
         >>> task(x_uint8).loss.backward()     # the loss is in [-1, 1]; -1 = views agree
     """
-
-    # only for tests/trainables/test_tasks.py, which leaves them out (see PretextTask.defaults)
-    defaults = {"crop_min": 0.2, "strength": 0.5}
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__(encoder, hp, ctx)

@@ -1,0 +1,65 @@
+"""The confirm evaluation under each label selection: equal label counts, and typical subsets that
+depend on the encoder's features, never on the labels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from sslsweep.config import ConfirmConfig, EncoderConfig
+from sslsweep.trainables import train as train_mod
+from sslsweep.trainables.encoders import build_encoder
+from sslsweep.trainables.train import DeviceData, evaluate_budgets
+from tests.trainables.test_train import CPU, tiny_data
+
+CONFIRM = ConfirmConfig(finetune_steps=3)
+BUDGETS = [("fraction", 0.3), ("per_class", 2.0)]
+
+
+def run(data: Any, selections: tuple[str, ...]) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderConfig(width=4), data.shape[0])
+    return evaluate_budgets(encoder, DeviceData.put(data, CPU.device), CONFIRM, BUDGETS, CPU, seed=1,
+                            selections=selections)
+
+
+def test_both_selections_give_rows_at_every_budget_with_equal_label_counts() -> None:
+    """random and typical: a row per selection x budget x protocol, the same number of labels
+    for both at each budget; the random rows are those of a random-only run."""
+    rows = run(tiny_data(), ("random", "typical"))
+    keys = {(r["selection"], r["budget_kind"], r["budget"], r["protocol"]) for r in rows}
+    assert keys == {(s, k, v, p) for s in ("random", "typical") for k, v in BUDGETS for p in ("linear", "finetune")}
+    assert len(rows) == len(keys)
+    n = {(r["selection"], r["budget_kind"]): r["n_labels"] for r in rows}
+    assert n[("random", "fraction")] == n[("typical", "fraction")] == 12  # round(0.3 x 10) x 4 classes (40 train)
+    assert n[("random", "per_class")] == n[("typical", "per_class")] == 8
+    alone = run(tiny_data(), ("random",))
+    assert [r["test_acc"] for r in rows if r["selection"] == "random"] == [r["test_acc"] for r in alone]
+
+
+def test_typical_subsets_come_from_features_and_not_from_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """typical_subset gets the train pool's features and a count; relabelling the train pool
+    (same class sizes, labels moved between images) changes none of the subsets it picks."""
+    calls: list[tuple[tuple[int, ...], int, np.ndarray]] = []
+    real = train_mod.typical_subset
+
+    def spy(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+        rows = real(features, n, seed=seed)
+        calls.append((features.shape, n, rows))
+        return rows
+
+    monkeypatch.setattr(train_mod, "typical_subset", spy)
+    data = tiny_data()
+    run(data, ("typical",))
+    labels = data.labels.copy()
+    train = data.splits.train
+    labels[train] = labels[np.random.default_rng(0).permutation(train)]
+    run(replace(data, labels=labels), ("typical",))
+    assert len(calls) == 2 * len(BUDGETS)
+    assert all(shape == (len(train), shape[1]) for shape, _, _ in calls)
+    first, second = calls[:len(BUDGETS)], calls[len(BUDGETS):]
+    assert all(a[1] == b[1] and np.array_equal(a[2], b[2]) for a, b in zip(first, second))
