@@ -168,11 +168,12 @@ class EvalConfig:
     metric: str = "knn"
     knn_k: int = 20
     select_fraction: float = 1.0
+    selection: str = "oracle"  # oracle | label_free: what the search's metric may read (see SweepConfig.metric_name)
 
 
 @dataclass(frozen=True)
 class ConfirmConfig:
-    seeds: int = 2
+    seeds: int = 3
     epochs: int | None = None
     finetune_steps: int = 150
     finetune_lr: float = 0.01
@@ -196,6 +197,13 @@ class SweepConfig:
     storage: str = "runs"
     resume: str | None = None
     seed: int = 0
+    tracking: str = "none"
+
+    @property
+    def metric_name(self) -> str:
+        """The search's metric, maximised by ASHA and Optuna: ``rankme`` under ``eval.selection =
+        label_free``, else ``<eval.metric>_top1`` (``knn_top1``, ``linear_top1``)."""
+        return "rankme" if self.eval.selection == "label_free" else f"{self.eval.metric}_top1"
 
     @property
     def confirm_epochs(self) -> int:
@@ -306,7 +314,7 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
         _require(raw.get(top) is None or isinstance(raw[top], str), top, raw.get(top), "must be a string or null")
     _require(is_int(raw.get("seed", 0)), "seed", raw.get("seed"), "must be an integer")
     known_top = {"dataset", "encoder", "method", "search", "resources", "trainer", "eval", "confirm",
-                 "name", "storage", "resume", "seed"}
+                 "name", "storage", "resume", "seed", "tracking"}
     unknown = sorted(set(raw) - known_top)
     _require(not unknown, unknown[0] if unknown else "", raw.get(unknown[0]) if unknown else None,
              f"unknown key; known top-level keys: {', '.join(sorted(known_top))}")
@@ -323,6 +331,7 @@ def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
         storage=str(raw.get("storage") or "runs"),
         resume=raw.get("resume"),
         seed=raw.get("seed", 0),
+        tracking=raw.get("tracking", "none"),
     )
     validate(sweep)
     return sweep

@@ -15,6 +15,7 @@ and the rule. The rules themselves are predicates from :mod:`sslsweep.rules`.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 DATASETS = ("digits", "parquet", "imagefolder")
 ENCODERS = ("small_cnn", "resnet18")
 METRICS = ("knn", "linear")
+# tracking value -> (the module its Ray Tune logger callback imports, how to install it)
+TRACKING = {"none": None, "tensorboard": ("tensorboardX", "pip install tensorboardX (part of ray[tune])"),
+            "mlflow": ("mlflow", "pip install 'sslsweep[mlflow]'"),
+            "wandb": ("wandb", "pip install 'sslsweep[wandb]'")}
 NATIVE_SIZE = {"digits": 8}  # image side of the datasets that ship with a package
 
 
@@ -44,6 +49,7 @@ def validate(cfg: SweepConfig) -> None:
     _check_resources(cfg.resources, cfg.trainer)
     _check_eval(cfg.eval)
     _check_confirm(cfg)
+    _check_tracking(cfg.tracking)
     check_scheme(cfg.storage, "storage")
     if cfg.resume is not None:
         check_scheme(str(cfg.resume), "resume")
@@ -206,6 +212,18 @@ def _check_eval(ev: EvalConfig) -> None:
     require(ev.metric in METRICS, "eval.metric", ev.metric, f"must be one of {', '.join(METRICS)}")
     require(is_int(ev.knn_k) and ev.knn_k >= 1, "eval.knn_k", ev.knn_k, "must be >= 1")
     require(0 < ev.select_fraction <= 1, "eval.select_fraction", ev.select_fraction, "must be in (0, 1]")
+    require(ev.selection in ("oracle", "label_free"), "eval.selection", ev.selection, "must be oracle or label_free")
+
+
+def _check_tracking(tracking: Any) -> None:
+    """A known tracking backend whose package is installed (its Ray Tune callback imports it)."""
+    require(isinstance(tracking, str) and tracking in TRACKING, "tracking", tracking,
+            f"must be one of {', '.join(TRACKING)}")
+    need = TRACKING[tracking]
+    if need is not None:
+        module, install = need
+        require(importlib.util.find_spec(module) is not None, "tracking", tracking,
+                f"needs the {module} package, which is not installed: {install}")
 
 
 def _check_confirm(cfg: SweepConfig) -> None:

@@ -58,6 +58,13 @@ def test_method_override_narrows_a_range_or_fixes_a_value() -> None:
     assert "strength" not in simclr.searched and simclr.fixed["strength"] == 1.0
 
 
+def test_the_search_metric_is_named_by_the_selection_protocol() -> None:
+    """ASHA, Optuna, the trials and the manifest all use this one name."""
+    assert load().metric_name == "knn_top1"
+    assert load("eval.metric=linear").metric_name == "linear_top1"
+    assert load("eval.selection=label_free").metric_name == "rankme"
+
+
 def test_shared_space_override_reaches_every_method() -> None:
     """A key of search.space applies to every method that does not override it."""
     cfg = load("search.space.batch_size.choices=[16,32]")
@@ -92,6 +99,7 @@ RULES = [
     (["resources.cpu=0.5"], r"resources.cpu = 0.5: must be >= 1"),
     (["storage=ftp://host/runs"], r"storage = 'ftp://host/runs': unknown URI scheme"),
     (["eval.metric=auc"], r"eval.metric = 'auc': must be one of knn, linear"),
+    (["eval.selection=budget"], r"eval.selection = 'budget': must be oracle or label_free$"),
     (["confirm.seeds=0"], r"confirm.seeds = 0: must be >= 1"),
     (["trainer.device=tpu"], r"trainer.device = 'tpu': must be auto, cpu or cuda"),
     (["+search.typo=1"], r"search.typo = 1: unknown key"),

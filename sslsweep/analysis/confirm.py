@@ -29,12 +29,12 @@ HEADLINE_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "method
                     "p_vs_best", "not_sig_worse"]
 COMPARISON_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "method", "reference",
                       "reference_method", "n_paired", "mean_diff", "ci_low", "ci_high", "p_value",
-                      "testable", "test"]
+                      "testable", "test", "mde", "resolved"]
 GAIN_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "method", "gain", "ci_low",
-                "ci_high", "n_paired", "p_value"]
+                "ci_high", "n_paired", "p_value", "mde", "resolved"]
 SELECTION_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "method", "selection", "reference",
                      "n_seeds", "mean", "ci", "reference_n_seeds", "reference_mean", "reference_ci", "n_paired",
-                     "gain", "ci_low", "ci_high", "p_value", "testable"]
+                     "gain", "ci_low", "ci_high", "p_value", "testable", "mde", "resolved"]
 
 
 def _seed_series(g: pd.DataFrame, where: str) -> pd.Series:
@@ -133,7 +133,10 @@ def paired_comparisons(budget: pd.DataFrame, headline: pd.DataFrame | None = Non
 
     One row per (budget, protocol, method, reference) with ``reference`` in ``{"best", "none"}``;
     a method is not compared with itself. ``mean_diff`` = method - reference, averaged over paired
-    seeds, with its 95% CI and the two-sided paired t-test p-value (``test`` names the test).
+    seeds, with its 95% CI and the two-sided paired t-test p-value (``test`` names the test);
+    ``mde`` is the minimum detectable difference at the seeds used (power 0.8, α = 0.05,
+    :func:`sslsweep.analysis.stats.min_detectable_difference`) and ``resolved`` is False when the
+    CI spans zero or the comparison is not testable.
     ``headline`` is ``headline_table(budget)`` when already computed.
     """
     headline = headline_table(budget) if headline is None else headline
@@ -153,7 +156,8 @@ def paired_comparisons(budget: pd.DataFrame, headline: pd.DataFrame | None = Non
                              "budget_label": label, "method": m, "reference": ref,
                              "reference_method": ref_method, "n_paired": res.n_paired,
                              "mean_diff": res.mean_diff, "ci_low": res.ci_low, "ci_high": res.ci_high,
-                             "p_value": res.p_value, "testable": res.testable, "test": PAIRED_TEST_NAME})
+                             "p_value": res.p_value, "testable": res.testable, "test": PAIRED_TEST_NAME,
+                             "mde": res.mde, "resolved": res.resolved})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
@@ -161,7 +165,7 @@ def gain_over_none(budget: pd.DataFrame, comparisons: pd.DataFrame | None = None
     """Test-accuracy gain of each method over the ``none`` baseline (random-init encoder).
 
     ``gain`` is the mean over paired seeds of ``test_acc(method) - test_acc(none)``, with its 95%
-    CI and p-value. Empty when ``none`` is not in the table. ``comparisons`` is
+    CI, p-value, ``mde`` and ``resolved`` (as in :func:`paired_comparisons`). Empty when ``none`` is not in the table. ``comparisons`` is
     ``paired_comparisons(budget)`` when already computed.
     """
     comp = paired_comparisons(budget) if comparisons is None else comparisons
@@ -175,7 +179,8 @@ def selection_table(budget: pd.DataFrame) -> pd.DataFrame:
     One row per (budget, protocol, method, selection) with ``selection`` != ``reference`` =
     ``random``: test accuracy of both (mean ± 95% CI over seeds, ``n_seeds``) and the ``gain``
     selection - random, the mean over paired seeds with its 95% CI and two-sided paired t-test
-    p-value (both selections of a seed come from the same encoder, with as many labels). Empty
+    p-value (both selections of a seed come from the same encoder, with as many labels), ``mde`` and
+    ``resolved`` (as in :func:`paired_comparisons`). Empty
     unless the table holds ``random`` and at least one other selection.
     """
     require_columns(budget, BUDGET_REQUIRED, "budget table")
@@ -201,5 +206,6 @@ def selection_table(budget: pd.DataFrame) -> pd.DataFrame:
                              "n_seeds": ci.n, "mean": ci.mean, "ci": ci.half_width, "reference_n_seeds": ref_ci.n,
                              "reference_mean": ref_ci.mean, "reference_ci": ref_ci.half_width,
                              "n_paired": res.n_paired, "gain": res.mean_diff, "ci_low": res.ci_low,
-                             "ci_high": res.ci_high, "p_value": res.p_value, "testable": res.testable})
+                             "ci_high": res.ci_high, "p_value": res.p_value, "testable": res.testable,
+                             "mde": res.mde, "resolved": res.resolved})
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)

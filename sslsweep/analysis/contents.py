@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from sslsweep.analysis.asha import RUNG_COLUMNS, rung_warnings
 from sslsweep.analysis.confirm import SELECTION_COLUMNS
 from sslsweep.analysis.conventions import BASELINE, method_order, protocol_rank
 from sslsweep.analysis.io import SweepResults, fingerprint
@@ -38,7 +39,7 @@ from sslsweep.analysis.sections import (
     Section,
     Table,
 )
-from sslsweep.analysis.stats import ALPHA, PAIRED_TEST_NAME
+from sslsweep.analysis.stats import ALPHA, PAIRED_TEST_NAME, POWER
 
 # ----------------------------------------------------------------------------- what it is built from
 
@@ -67,6 +68,7 @@ class ReportData:
     phases: pd.DataFrame
     selection: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SELECTION_COLUMNS))
     notes: list[str] = field(default_factory=list)
+    rung_corr: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RUNG_COLUMNS))
 
 
 # ----------------------------------------------------------------------------- numbers as text
@@ -124,6 +126,26 @@ def fmt_p(p: float) -> str:
     return "n/a" if _isnan(p) else f"{p:.3g}"
 
 
+NOT_RESOLVED = "not resolved"
+MDE_HEADER = "MDE (points)"
+COMPARISON_LEGEND = (f"{NOT_RESOLVED}: the 95% CI of the difference spans zero (or the comparison is not testable), "
+                     f"so the seeds do not settle its sign. MDE: the minimum detectable difference, the smallest "
+                     f"true difference the {PAIRED_TEST_NAME} would detect with power {POWER:g} at "
+                     f"α = {ALPHA:g} with the seeds used, (t(1-α/2, n-1) + t(power, n-1)) · sd of the paired "
+                     f"differences / √n; a smaller true difference may well go unseen.")
+
+
+def fmt_mde(mde: float) -> str:
+    """Minimum detectable difference in percentage points: ``"6.2"``; NaN -> ``"n/a"``."""
+    return "n/a" if _isnan(mde) else f"{100 * mde:.1f}"
+
+
+def diff_cell(mean: float, low: float, high: float, resolved: Any) -> Cell:
+    """A paired difference with its CI, marked ``not resolved`` unless its CI excludes zero."""
+    ok = not _isnan(resolved) and bool(resolved)
+    return Cell(fmt_diff(mean, low, high), "" if ok else NOT_RESOLVED)
+
+
 # ----------------------------------------------------------------------------- tables both documents show
 
 
@@ -163,7 +185,7 @@ def headline_block(headline: pd.DataFrame) -> Table:
     return Table(["method", *(c[2] for c in cols)], rows, groups=groups, ident="headline")
 
 
-GAIN_HEADER = ["budget", "protocol", "method", "paired seeds", "gain over none (points) [95% CI]", "p"]
+GAIN_HEADER = ["budget", "protocol", "method", "paired seeds", "gain over none (points) [95% CI]", "p", MDE_HEADER]
 COST_HEADER = ["method", "trials", "completed", "stopped (ASHA)", "failed", "diverged",
                "epochs trained", "epochs without ASHA", "epochs saved (ASHA)"]
 FAILURE_HEADER = ["method", "trial", "status", "epoch", "error"]
@@ -171,7 +193,8 @@ FAILURE_HEADER = ["method", "trial", "status", "epoch", "error"]
 
 def gain_block(gain: pd.DataFrame) -> Table:
     return Table(GAIN_HEADER, [[r["budget_label"], r["protocol"], r["method"], str(r["n_paired"]),
-                                fmt_diff(r["gain"], r["ci_low"], r["ci_high"]), fmt_p(r["p_value"])]
+                                diff_cell(r["gain"], r["ci_low"], r["ci_high"], r["resolved"]), fmt_p(r["p_value"]),
+                                fmt_mde(r["mde"])]
                                for _, r in gain.iterrows()])
 
 
@@ -192,10 +215,12 @@ def selection_blocks(selection: pd.DataFrame) -> list[Block]:
                                      f"labelled images were chosen; gain in percentage points ({PAIRED_TEST_NAME}).")]
     for sel, g in selection.groupby("selection", sort=False):
         rows = [[r["budget_label"], r["protocol"], r["method"], fmt_acc(r["reference_mean"], r["reference_ci"]),
-                 fmt_acc(r["mean"], r["ci"]), str(r["n_paired"]), fmt_diff(r["gain"], r["ci_low"], r["ci_high"]),
-                 fmt_p(r["p_value"])] for _, r in g.iterrows()]
+                 fmt_acc(r["mean"], r["ci"]), str(r["n_paired"]),
+                 diff_cell(r["gain"], r["ci_low"], r["ci_high"], r["resolved"]), fmt_p(r["p_value"]),
+                 fmt_mde(r["mde"])] for _, r in g.iterrows()]
         blocks.append(Table(["budget", "protocol", "method", "random", str(sel), "paired seeds",
-                             f"{sel} - random (points) [95% CI]", "p"], rows, ident=f"selection-{sel}"))
+                             f"{sel} - random (points) [95% CI]", "p", MDE_HEADER], rows, ident=f"selection-{sel}"))
+    blocks.append(Paragraph(COMPARISON_LEGEND, note=True))
     blocks.append(Paragraph(SELECTION_NOTE, note=True))
     return blocks
 
@@ -218,6 +243,27 @@ def search_cost_block(cost: pd.DataFrame) -> Table:
 def stops_text(stops: pd.DataFrame, method: str) -> str:
     sub = stops[stops["method"] == method]
     return ", ".join(f"epoch {int(e)}: {int(n)}" for e, n in zip(sub["rung_epoch"], sub["n_stopped"])) or "no stops"
+
+
+RUNG_NOTE = ("Spearman rank correlation, over each method's completed trials, between the metric at each rung "
+             "(an epoch where ASHA compared trials) and the final metric. Low values mean the rung's ranking "
+             "does not predict the final one, so ASHA's stops there may be wrong; completed trials are those "
+             "ASHA kept, so the check is among survivors. Methods with fewer than 3 completed trials are left out.")
+
+
+def rung_blocks(rung_corr: pd.DataFrame) -> list[Block]:
+    """The rung-vs-final correlation table, a note on it and one warning line per suspect method
+    (nothing when no method had 3 completed trials)."""
+    if rung_corr.empty:
+        return []
+    rows = [[r["method"], str(r["rung"]), str(r["n_trials"]), fmt_rho(r["spearman"])] for _, r in rung_corr.iterrows()]
+    return [Table(["method", "rung (epoch)", "completed trials", "Spearman ρ with final metric"], rows,
+                  ident="asha-signal"),
+            Paragraph(RUNG_NOTE, note=True), *(Paragraph(w) for w in rung_warnings(rung_corr))]
+
+
+def fmt_rho(rho: float) -> str:
+    return "n/a" if _isnan(rho) else f"{rho:+.2f}"
 
 
 def failure_block(failed: pd.DataFrame, limit: int | None = None) -> Table:
@@ -271,13 +317,14 @@ def summary_document(data: ReportData) -> Document:
         Paragraph("Mean ± 95% CI (Student t) over confirm seeds."), headline_block(data.headline),
         Paragraph(LEGEND), *([Paragraph(NONE_NOTE)] if _has_baseline(data.headline) else [])]
     if not data.gain.empty:
-        accuracy += [Heading("Gain over none"), gain_block(data.gain)]
+        accuracy += [Heading("Gain over none"), gain_block(data.gain), Paragraph(COMPARISON_LEGEND, note=True)]
     best_rows = [[b["method"], str(b["trial_id"]), fmt_value(b["metric"]), str(b["metric_epoch"]), b["pool"],
                   _hp_text(data.best_hp, b["method"])] for _, b in data.best.iterrows()]
     cost: list[Block] = [Paragraph(NO_SEARCH)] if data.cost_search.empty else [
         search_cost_block(data.cost_search),
         Paragraph("ASHA stops per rung: " + "; ".join(f"{m}: {stops_text(data.stops, m)}"
-                                                      for m in data.cost_search["method"]))]
+                                                      for m in data.cost_search["method"])),
+        *rung_blocks(data.rung_corr)]
     sections = [
         Section("accuracy", "Test accuracy (%) by label budget", accuracy),
         *([Section("selection", selection_title(data.selection), selection_blocks(data.selection))]
@@ -323,19 +370,21 @@ def _accuracy(data: ReportData) -> Section:
         blocks.append(Paragraph(NONE_NOTE, note=True))
     if not data.comparisons.empty:
         rows = [[r["budget_label"], r["protocol"], r["method"], f"{r['reference']} ({r['reference_method']})",
-                 str(r["n_paired"]), fmt_diff(r["mean_diff"], r["ci_low"], r["ci_high"]), fmt_p(r["p_value"])]
+                 str(r["n_paired"]), diff_cell(r["mean_diff"], r["ci_low"], r["ci_high"], r["resolved"]),
+                 fmt_p(r["p_value"]), fmt_mde(r["mde"])]
                 for _, r in data.comparisons.iterrows()]
         blocks.append(Details("Paired comparisons against the best and against none", [
             Paragraph(f"Test: {PAIRED_TEST_NAME} (scipy.stats.ttest_rel); differences in percentage points."),
-            Table(["budget", "protocol", "method", "vs", "paired seeds", "difference (points) [95% CI]", "p"],
-                  rows)]))
+            Table(["budget", "protocol", "method", "vs", "paired seeds", "difference (points) [95% CI]", "p",
+                   MDE_HEADER], rows),
+            Paragraph(COMPARISON_LEGEND, note=True)]))
     return Section("", title, blocks)
 
 
 def _budget(data: ReportData, figures: Sequence[Figure]) -> Section:
     blocks: list[Block] = list(figures)
     if not data.gain.empty:
-        blocks.append(gain_block(data.gain))
+        blocks += [gain_block(data.gain), Paragraph(COMPARISON_LEGEND, note=True)]
     elif not data.headline.empty:
         blocks.append(Paragraph("No gain over none: the 'none' baseline is not in budget.parquet.", note=True))
     return Section("", "Accuracy vs label budget", blocks or [Paragraph("No confirm-phase results.")])
@@ -377,6 +426,7 @@ def _search(data: ReportData, figures: Sequence[Figure]) -> Section:
         blocks.append(search_cost_block(data.cost_search))
         blocks.append(Table(["method", "ASHA stops per rung"],
                             [[m, stops_text(data.stops, m)] for m in data.cost_search["method"]]))
+        blocks += rung_blocks(data.rung_corr)
     return Section("", "Search behaviour", blocks or [Paragraph(NO_SEARCH)])
 
 

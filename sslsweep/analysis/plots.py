@@ -66,25 +66,62 @@ def _fraction_ticks(ax: Axes, xs: Sequence[float]) -> None:
     ax.minorticks_off()
 
 
+def clipped_band(y: np.ndarray, half: np.ndarray, bounds: tuple[float, float] | None = (0.0, 100.0)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper ends ``y ∓ half`` of a CI, clipped to ``bounds`` (accuracy in %: 0-100).
+
+    The CI itself is computed as everywhere else (Student t, symmetric); only what is drawn is
+    cut at the range the quantity can take, so no band suggests an accuracy above 100%.
+    ``bounds=None`` clips nothing (differences such as gains). NaN half-widths stay NaN.
+    Example: ``clipped_band([99.0], [3.0])`` is ``([96.0], [100.0])``.
+    """
+    y, half = np.asarray(y, dtype=float), np.asarray(half, dtype=float)
+    low, high = y - half, y + half
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    return low, high
+
+
 def _line_with_ci(ax: Axes, x: np.ndarray, y: np.ndarray, ci: np.ndarray, color: str,
-                  style: str, label: str) -> None:
-    """A line with error bars and a translucent CI band (band and bars skipped where CI is NaN)."""
+                  style: str, label: str, bounds: tuple[float, float] | None = None) -> None:
+    """A line with error bars and a translucent CI band (band and bars skipped where CI is NaN),
+    both clipped to ``bounds`` (:func:`clipped_band`)."""
     order = np.argsort(x)
     x, y, ci = x[order], y[order], ci[order]
-    err = np.where(np.isfinite(ci), ci, 0.0)
+    low, high = clipped_band(y, ci, bounds)
+    ok = np.isfinite(ci)
+    err = np.vstack([np.where(ok, y - low, 0.0), np.where(ok, high - y, 0.0)])
     ax.errorbar(x, y, yerr=err, color=color, linestyle=style, marker="o", markersize=4,
                 capsize=3, label=label)
-    ok = np.isfinite(ci)
     if ok.sum() >= 2:
-        ax.fill_between(x[ok], (y - ci)[ok], (y + ci)[ok], color=color, alpha=0.15, linewidth=0)
+        ax.fill_between(x[ok], low[ok], high[ok], color=color, alpha=0.15, linewidth=0)
 
 
-def accuracy_vs_budget(headline: pd.DataFrame) -> bytes:
+SEED_OFFSET = 1.06  # seed dots sit this factor to the right of their mean on the log budget axis
+
+
+def seed_points(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Where each seed's dot goes: one row per budget row (method x protocol x budget x seed).
+
+    Columns: ``budget_kind``, ``method``, ``protocol``, ``seed``, ``x`` (the budget times
+    ``SEED_OFFSET``, beside the mean) and ``y`` (test accuracy in %).
+    """
+    out = seeds[["budget_kind", "method", "protocol", "seed"]].copy()
+    out["x"] = seeds["budget"].astype(float) * SEED_OFFSET
+    out["y"] = 100 * seeds["test_acc"].astype(float)
+    return out.reset_index(drop=True)
+
+
+def accuracy_vs_budget(headline: pd.DataFrame, seeds: pd.DataFrame | None = None) -> bytes:
     """Test accuracy (%) against label budget (log x), one colour per method, solid = linear probe,
-    dashed = fine-tune, with 95% CI bands and error bars. One panel per budget kind."""
+    dashed = fine-tune, with 95% CI bands and error bars clipped to 0-100%. One panel per budget
+    kind. ``seeds`` (the budget.parquet rows the headline was computed from, one per seed) adds
+    each seed's value as a dot beside its mean."""
     _require_rows(headline, "headline")
     return _budget_plot(headline, lambda g: (g["mean"], g["ci"]), "test accuracy (%), mean ± 95% CI",
-                        "Accuracy vs label budget (solid: linear probe, dashed: fine-tune)", zero_line=False)
+                        "Accuracy vs label budget (solid: linear probe, dashed: fine-tune; dots: seeds)",
+                        zero_line=False, bounds=(0.0, 100.0),
+                        points=None if seeds is None or seeds.empty else seed_points(seeds))
 
 
 def gain_over_none(gain: pd.DataFrame) -> bytes:
@@ -104,9 +141,11 @@ def selection_gain(table: pd.DataFrame, selection: str) -> bytes:
 
 
 def _budget_plot(df: pd.DataFrame, series: Callable[[pd.DataFrame], tuple[pd.Series, pd.Series]], ylabel: str,
-                 title: str, *, zero_line: bool) -> bytes:
+                 title: str, *, zero_line: bool, bounds: tuple[float, float] | None = None,
+                 points: pd.DataFrame | None = None) -> bytes:
     """One panel per budget kind, one line per (method, protocol): ``series(group)`` gives the
-    values and CI half-widths (fractions; drawn as percent / points)."""
+    values and CI half-widths (fractions; drawn as percent / points), clipped to ``bounds``;
+    ``points`` (:func:`seed_points`) are drawn as dots in the line's colour."""
     kinds = sorted(df["budget_kind"].astype(str).unique())
     fig = Figure(figsize=(6.5 * len(kinds), 4.2))
     colors = _colors(df["method"].astype(str).tolist())
@@ -115,7 +154,12 @@ def _budget_plot(df: pd.DataFrame, series: Callable[[pd.DataFrame], tuple[pd.Ser
         for (method, protocol), g in sub.groupby(["method", "protocol"], sort=False):
             y, half = series(g)
             _line_with_ci(ax, g["budget"].to_numpy(float), 100 * y.to_numpy(float), 100 * half.to_numpy(float),
-                          colors[str(method)], LINESTYLE.get(str(protocol), ":"), f"{method} ({protocol})")
+                          colors[str(method)], LINESTYLE.get(str(protocol), ":"), f"{method} ({protocol})", bounds)
+            if points is not None:
+                p = points[(points["budget_kind"].astype(str) == kind) & (points["method"] == method)
+                           & (points["protocol"] == protocol)]
+                ax.scatter(p["x"].to_numpy(float), p["y"].to_numpy(float), s=9, color=colors[str(method)],
+                           alpha=0.6, linewidths=0, zorder=3)
         if zero_line:
             ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")

@@ -14,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
+import pandas as pd
+
 from sslsweep.analysis import plots
+from sslsweep.analysis.asha import rung_correlation, rungs_of
 from sslsweep.analysis.confirm import (
     gain_over_none,
     headline_selection,
     headline_table,
     paired_comparisons,
     selection_table,
+    with_selection,
 )
 from sslsweep.analysis.contents import ReportData, full_document, summary_document
 from sslsweep.analysis.conventions import BASELINE, method_order
@@ -57,6 +61,7 @@ def compute(sweep: SweepResults) -> ReportData:
         mvh=metric_vs_hparams(trials, mode), importance=importance,
         importance_notes=imp_notes, cost=cost_table(sweep.manifests),
         phases=phase_table(sweep.manifests), selection=selection_table(budget), notes=list(sweep.notes),
+        rung_corr=rung_correlation(trials, rungs_of(sweep.manifests)),
     )
     reference = headline_selection(budget)
     if reference not in (None, SELECTION_DEFAULT):
@@ -71,6 +76,12 @@ def compute(sweep: SweepResults) -> ReportData:
     return data
 
 
+def _headline_rows(budget: pd.DataFrame) -> pd.DataFrame:
+    """The budget rows the headline table summarises (its label selection's), one per seed."""
+    rows = with_selection(budget)
+    return rows[rows["selection"].astype(str) == headline_selection(rows)]
+
+
 def figures(data: ReportData) -> dict[str, list[Figure]]:
     """Every drawing of the report by where it goes (``budget``, ``search``, ``method:<name>``);
     tables with no rows draw nothing."""
@@ -82,8 +93,9 @@ def figures(data: ReportData) -> dict[str, list[Figure]]:
     if not data.headline.empty:
         draw("budget", "Accuracy vs label budget",
              "Test accuracy against label budget per method; solid linear probe, dashed "
-             "fine-tune; bands are 95% confidence intervals over seeds",
-             lambda: plots.accuracy_vs_budget(data.headline))
+             "fine-tune; bands are 95% confidence intervals over seeds, clipped to 0-100%; dots are "
+             "single seeds",
+             lambda: plots.accuracy_vs_budget(data.headline, _headline_rows(data.sweep.budget)))
     if not data.gain.empty:
         draw("budget", "Gain over none", "Gain in test accuracy over the random-init baseline against label budget",
              lambda: plots.gain_over_none(data.gain))

@@ -40,7 +40,7 @@ class Sweep:
 
     def __init__(self, cfg: SweepConfig, raw: dict[str, Any], storage: Storage, manifest: dict[str, Any]) -> None:
         self.cfg, self.raw, self.st, self.manifest = cfg, raw, storage, manifest
-        self.metric = f"{cfg.eval.metric}_top1"
+        self.metric = cfg.metric_name
         self.configs: dict[str, dict[str, Any]] = {}  # search trial id -> its sampled config
         self.trials = pd.DataFrame()
         self.created = False  # True for a sweep this process started (not a resume)
@@ -55,7 +55,7 @@ class Sweep:
         sweep_id = f"{cfg.name or 'sweep'}-{stamp}-{secrets.token_hex(2)}"
         st = Storage(f"{cfg.storage.rstrip('/')}/{sweep_id}")
         manifest = {
-            "sweep_id": sweep_id, "metric": f"{cfg.eval.metric}_top1", "mode": "max", "started": now(),
+            "sweep_id": sweep_id, "metric": cfg.metric_name, "mode": "max", "started": now(),
             "finished": None, "config": raw, "spaces": to_dict(cfg)["methods"], "versions": versions(),
             "git_commit": git_commit(), "user": getpass.getuser(),
             "seeds": {"search": cfg.seed, "confirm": list(range(cfg.confirm.seeds))},
@@ -165,7 +165,8 @@ class Sweep:
                                                     metric=self.metric, seed=self.cfg.seed,
                                                     storage_path=self.st.child_uri(TUNE_DIR), journal=journal,
                                                     name=name, num_samples=num_samples, top_up=top_up,
-                                                    history=history or ()),
+                                                    history=history or (), tracking=self.cfg.tracking,
+                                                    sweep_dir=self.local),
                                # Tune's saved state drops param_space: give it back for a plain run
                                param_space=None if method.searched else
                                {"method": method.name, "seed": self.cfg.seed, **method.fixed})
@@ -196,7 +197,8 @@ class Sweep:
         tuner = restore_or_new(f"{tune_root}/confirm", trainable, self.cfg.resources,
                                lambda: confirm_tuner(trainable, runs, self.cfg.resources,
                                                      max_concurrent=self.cfg.search.max_concurrent,
-                                                     storage_path=tune_root, max_failures=self.cfg.search.max_failures),
+                                                     storage_path=tune_root, max_failures=self.cfg.search.max_failures,
+                                                     tracking=self.cfg.tracking, sweep_dir=self.local),
                                param_space={"run": tune.grid_search(runs)})
         grid = tuner.fit() if not self.manifest["progress"]["confirmed"] else tuner.get_results()
         trial_s: dict[str, float] = {}

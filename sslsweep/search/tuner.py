@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -69,12 +70,46 @@ def scheduler(search: SearchConfig, history: Sequence[tuple[str, list[dict[str, 
                            reduction_factor=search.reduction_factor, history=history)
 
 
-def run_config(name: str, storage_path: str, max_failures: int) -> tune.RunConfig:
+def tracking_callbacks(tracking: str, name: str, sweep_dir: Path | None = None) -> list[Any]:
+    """Ray Tune's own logger callback for ``tracking`` (``none`` adds none), for the experiment ``name``.
+
+    - ``tensorboard``: :class:`~ray.tune.logger.TBXLoggerCallback`, event files in each trial's
+      directory (``<sweep>/tune/<experiment>/<trial>/``).
+    - ``mlflow``: :class:`~ray.air.integrations.mlflow.MLflowLoggerCallback`, one MLflow experiment
+      per Tune experiment (``<sweep id>/<experiment>``) in the server of ``MLFLOW_TRACKING_URI``,
+      else a file store ``<sweep_dir>/mlruns``.
+    - ``wandb``: :class:`~ray.air.integrations.wandb.WandbLoggerCallback`, project ``sslsweep``,
+      one group per Tune experiment; the mode is W&B's own (``WANDB_MODE=offline`` writes locally).
+    """
+    if tracking == "none":
+        return []
+    if tracking == "tensorboard":
+        from ray.tune.logger import TBXLoggerCallback
+
+        return [TBXLoggerCallback()]
+    sweep_id = sweep_dir.name if sweep_dir is not None else "sweep"
+    if tracking == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or \
+            (f"file:{(sweep_dir / 'mlruns').resolve()}" if sweep_dir is not None else None)
+        return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"{sweep_id}/{name}")]
+    if tracking == "wandb":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        return [WandbLoggerCallback(project="sslsweep", group=f"{sweep_id}/{name}")]
+    raise ValueError(f"tracking = {tracking!r}: must be none, tensorboard, mlflow or wandb")
+
+
+def run_config(name: str, storage_path: str, max_failures: int, *, tracking: str = "none",
+               sweep_dir: Path | None = None) -> tune.RunConfig:
+    """Where and how an experiment runs; ``tracking`` adds Tune's logger callback (:func:`tracking_callbacks`)."""
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=tracking_callbacks(tracking, name, sweep_dir),
         verbose=1,
     )
 
@@ -82,7 +117,8 @@ def run_config(name: str, storage_path: str, max_failures: int) -> tune.RunConfi
 def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: SearchConfig, res: ResourcesConfig,
                  *, metric: str, seed: int, storage_path: str, journal: Path, name: str | None = None,
                  num_samples: int | None = None, top_up: int = 0,
-                 history: Sequence[tuple[str, list[dict[str, Any]]]] = ()) -> tune.Tuner:
+                 history: Sequence[tuple[str, list[dict[str, Any]]]] = (), tracking: str = "none",
+                 sweep_dir: Path | None = None) -> tune.Tuner:
     """The Tuner searching one method: its own seeded Optuna study (persisted in ``journal``),
     its own ASHA rungs, ``num_samples`` trials (default ``search.num_samples``; one for a method
     with nothing to search), in the experiment ``name`` (default ``search-<method>``).
@@ -104,18 +140,20 @@ def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: Se
         tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=alg, scheduler=scheduler(search, history),
                                     num_samples=(num_samples or search.num_samples) if searched else 1,
                                     reuse_actors=True, max_concurrent_trials=search.max_concurrent or None),
-        run_config=run_config(name or f"search-{method.name}", storage_path, search.max_failures),
+        run_config=run_config(name or f"search-{method.name}", storage_path, search.max_failures,
+                              tracking=tracking, sweep_dir=sweep_dir),
     )
 
 
 def confirm_tuner(trainable: Callable[..., Any], runs: list[dict[str, Any]], res: ResourcesConfig, *,
-                  max_concurrent: int, storage_path: str, max_failures: int) -> tune.Tuner:
+                  max_concurrent: int, storage_path: str, max_failures: int, tracking: str = "none",
+                  sweep_dir: Path | None = None) -> tune.Tuner:
     """The Tuner of the confirm phase: a grid over (method, best configuration, seed)."""
     return tune.Tuner(
         tune.with_resources(trainable, resources(res)),
         param_space={"run": tune.grid_search(runs)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent or None),
-        run_config=run_config("confirm", storage_path, max_failures),
+        run_config=run_config("confirm", storage_path, max_failures, tracking=tracking, sweep_dir=sweep_dir),
     )
 
 

@@ -1,7 +1,7 @@
-"""Evaluation of a frozen or fine-tuned encoder: kNN, linear probe, fine-tuning.
+"""Evaluation of a frozen or fine-tuned encoder: kNN, linear probe, fine-tuning, RankMe.
 
-All three read labels; pretext training never calls them. The selection metric (search phase)
-uses the validation split; test accuracy is computed only in the confirm phase.
+The first three read labels, RankMe reads none; pretext training calls none of them. The selection
+metric (search phase) uses the validation split; test accuracy is computed only in the confirm phase.
 """
 
 from __future__ import annotations
@@ -54,6 +54,33 @@ def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor,
         votes.scatter_add_(1, bank_labels[idx], (top / temperature).exp())
         correct += (votes.argmax(1) == query_labels[i:i + 1024]).sum().item()
     return correct / max(1, len(query))
+
+
+@torch.no_grad()
+def rankme(embeddings: torch.Tensor, *, eps: float = 1e-7) -> float:
+    """RankMe: the effective rank of an embedding matrix, a label-free quality score.
+
+    Garrido, Balestriero, Najman, LeCun, "RankMe: Assessing the downstream performance of
+    pretrained self-supervised representations by their rank" (ICML 2023), eq. 1::
+
+        p_k    = sigma_k / ||sigma||_1 + eps
+        RankMe = exp(-sum_k p_k log p_k)
+
+    where sigma are the singular values of the (N, D) matrix, eps = 1e-7 as in the paper. It lies
+    between about 1 (every embedding on one line: collapse) and min(N, D) (equal singular values).
+    No label is read: it is the search metric of ``eval.selection = label_free``.
+
+    Args:
+        embeddings: (N, D) features, one row per image.
+
+    Example:
+        >>> round(rankme(torch.eye(4)), 3)
+        4.0
+    """
+    # float64: the (N, D) SVD of float32 features loses small singular values to rounding
+    sigma = torch.linalg.svdvals(embeddings.double())  # (min(N, D),)
+    p = sigma / sigma.sum().clamp_min(torch.finfo(torch.float64).tiny) + eps
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, evals: dict[str, tuple[np.ndarray, np.ndarray]],

@@ -24,7 +24,7 @@ from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerCon
 from sslsweep.data import Prepared, label_subset, typical_subset
 from sslsweep.storage import atomic_local_file
 from sslsweep.trainables.encoders import Encoder, build_encoder
-from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe
+from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe, rankme
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, epoch_batch_size
 
@@ -238,9 +238,15 @@ class DeviceData:
 
 
 def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime: Runtime, *, seed: int = 0) -> float:
-    """The search phase's score: kNN top-1 or linear-probe accuracy on the validation split, with
-    the labeled bank ``eval.select_fraction`` of the train pool (a fixed, seeded subset)."""
+    """The search phase's score, reported under :attr:`SweepConfig.metric_name`.
+
+    ``eval.selection = oracle``: kNN top-1 or linear-probe accuracy on the validation split, with
+    the labeled bank ``eval.select_fraction`` of the train pool (a fixed, seeded subset): more
+    labels than a small budget has, so an upper bound. ``label_free``: RankMe of the validation
+    split's features; no label array is touched."""
     data = dd.data
+    if cfg.selection == "label_free":
+        return rankme(extract_features(encoder, dd.images[dd.idx(data.splits.val)], autocast=runtime.autocast))
     bank_idx = label_subset(data.labels, data.splits.train, seed=seed, fraction=cfg.select_fraction)
     bank = extract_features(encoder, dd.images[dd.idx(bank_idx)], autocast=runtime.autocast)
     val = extract_features(encoder, dd.images[dd.idx(data.splits.val)], autocast=runtime.autocast)

@@ -117,3 +117,17 @@ def test_gain_over_none_is_the_paired_mean_difference(budget: pd.DataFrame,
 def test_gain_over_none_is_empty_without_the_baseline(budget: pd.DataFrame) -> None:
     """No 'none' rows -> no gains (and no error)."""
     assert gain_over_none(budget[budget["method"] != "none"]).empty
+
+
+def test_comparisons_give_the_mde_and_mark_a_ci_spanning_zero_as_not_resolved(
+        budget: pd.DataFrame, one_row: Callable[..., pd.Series]) -> None:
+    """10% linear vs best: rotation's diffs [0.01, -0.02, 0.0] (sd 0.015275) span zero -> not resolved,
+    MDE = 5.363313 * 0.015275 / sqrt(3) = 0.0473; none's [-0.10, -0.09, -0.11] (sd 0.01) -> resolved,
+    MDE 0.0310. The gain-over-none table carries the same two columns."""
+    comp = paired_comparisons(budget)
+    rot = one_row(comp, method="rotation", budget=0.1, protocol="linear", reference="best")
+    none = one_row(comp, method="none", budget=0.1, protocol="linear", reference="best")
+    assert not rot["resolved"] and rot["mde"] == pytest.approx(5.363313 * 0.0152753 / math.sqrt(3), rel=1e-5)
+    assert none["resolved"] and none["mde"] == pytest.approx(5.363313 * 0.01 / math.sqrt(3), rel=1e-5)
+    simclr = one_row(gain_over_none(budget), method="simclr", budget=0.1, protocol="linear")
+    assert simclr["resolved"] and simclr["mde"] == pytest.approx(none["mde"], rel=1e-9)

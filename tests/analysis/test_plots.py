@@ -54,3 +54,28 @@ def test_accuracy_plot_draws_fraction_and_per_class_budgets_side_by_side(build: 
     two = mpimg.imread(BytesIO(plots.accuracy_vs_budget(headline_table(pd.DataFrame(frac + per)))),
                        format="png")
     assert two.shape[1] > 1.6 * one.shape[1]
+
+
+def test_accuracy_bands_are_clipped_to_0_100_percent() -> None:
+    """A mean of 99 ± 3 is drawn from 96 to 100, 1 ± 3 from 0 to 4; a NaN half-width stays NaN;
+    differences (bounds=None) are not clipped."""
+    low, high = plots.clipped_band(np.array([99.0, 1.0, 50.0, 60.0]), np.array([3.0, 3.0, 5.0, np.nan]))
+    assert low[:3].tolist() == [96.0, 0.0, 45.0] and high[:3].tolist() == [100.0, 4.0, 55.0]
+    assert np.isnan(low[3]) and np.isnan(high[3])
+    low, high = plots.clipped_band(np.array([99.0]), np.array([3.0]), bounds=None)
+    assert (low.tolist(), high.tolist()) == ([96.0], [102.0])
+
+
+def test_every_seed_gets_a_dot_beside_its_mean(build: SimpleNamespace) -> None:
+    """Two seeds at two budgets: four dots, at the budget times SEED_OFFSET, at each seed's accuracy in %;
+    the plot with them is a PNG that differs from the one without."""
+    rows = pd.DataFrame(build.budget_rows("simclr", {(0.01, "linear"): [0.5, 0.6], (0.1, "linear"): [0.7, 0.8]},
+                                          [0, 1]))
+    pts = plots.seed_points(rows)
+    assert len(pts) == 4
+    assert sorted(zip(pts["x"].round(6), pts["y"].round(6))) == [
+        (round(0.01 * plots.SEED_OFFSET, 6), 50.0), (round(0.01 * plots.SEED_OFFSET, 6), 60.0),
+        (round(0.1 * plots.SEED_OFFSET, 6), 70.0), (round(0.1 * plots.SEED_OFFSET, 6), 80.0)]
+    head = headline_table(rows)
+    with_dots = plots.accuracy_vs_budget(head, rows)
+    assert with_dots.startswith(PNG_MAGIC) and with_dots != plots.accuracy_vs_budget(head)

@@ -113,3 +113,14 @@ def test_report_without_confirm_results_says_so(make_sweep: Callable[..., str], 
     md = Path(paths["md"]).read_text(encoding="utf-8")
     assert "No confirm-phase results" in md and "budget.parquet missing" in md
     assert "| simclr | 6 | 1 | 3 | 1 | 1 | 16 | 38 | 22 (58%) |" in md
+
+
+def test_comparisons_show_the_mde_and_mark_a_ci_spanning_zero_as_not_resolved(built_report: SimpleNamespace) -> None:
+    """report.md's gain-over-none table gives the MDE (simclr 1% linear: diffs [0.4, 0.4, 0.55], sd 0.0866,
+    MDE = 5.3633 * 0.0866 / sqrt(3) = 26.8 points) with the legend; report.html's paired comparisons mark
+    rotation vs best at 10% linear (CI spans zero) as not resolved."""
+    md, html = built_report.md, built_report.html
+    assert "MDE (points)" in md and "| 26.8 |" in md and "minimum detectable difference" in md
+    row = re.search(r"<tr><td>10% \(180 labels\)</td><td>linear</td><td>rotation</td><td>best \(simclr\)</td>.*?</tr>",
+                    html)
+    assert row is not None and "not resolved" in row.group(0)

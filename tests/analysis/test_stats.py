@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sslsweep.analysis.stats import mean_ci, paired_t, significantly_worse, t_half_width
+from sslsweep.analysis.stats import (
+    mean_ci,
+    min_detectable_difference,
+    paired_t,
+    significantly_worse,
+    t_half_width,
+)
 
 
 def test_mean_ci_of_three_values_matches_hand_computed_student_t_interval() -> None:
@@ -74,3 +80,32 @@ def test_paired_t_with_constant_differences() -> None:
     assert shifted.mean_diff == pytest.approx(-0.1)
     same = paired_t(a, a)
     assert same.p_value == 1.0 and significantly_worse(same) is False
+
+
+def test_min_detectable_difference_matches_the_hand_computed_t_formula() -> None:
+    """sd_diff 0.02 over 3 pairs: (t(0.975, 2) + t(0.8, 2)) * 0.02 / sqrt(3)
+    = (4.302653 + 1.060660) * 0.0115470 = 0.061930 (6.2 points)."""
+    assert min_detectable_difference(0.02, 3) == pytest.approx((4.302653 + 1.060660) * 0.02 / math.sqrt(3), rel=1e-6)
+    assert min_detectable_difference(0.02, 3) == pytest.approx(0.061930, abs=1e-6)
+    # more seeds detect smaller differences; one pair detects nothing
+    assert min_detectable_difference(0.02, 5) < min_detectable_difference(0.02, 3)
+    assert math.isnan(min_detectable_difference(0.02, 1)) and math.isnan(min_detectable_difference(math.nan, 3))
+
+
+def test_min_detectable_difference_rejects_alpha_or_power_outside_zero_one() -> None:
+    with pytest.raises(ValueError, match="power is 1.5, but both must lie strictly between 0 and 1"):
+        min_detectable_difference(0.02, 3, power=1.5)
+
+
+def test_paired_result_is_resolved_only_when_its_ci_excludes_zero() -> None:
+    """Diffs [0.01, -0.02, 0.0]: CI spans zero -> not resolved, MDE from sd 0.015275;
+    diffs [-0.10, -0.09, -0.11]: CI below zero -> resolved; a constant shift is not testable -> not resolved."""
+    seeds = [0, 1, 2]
+    spans = paired_t(pd.Series([0.81, 0.80, 0.84], index=seeds), pd.Series([0.80, 0.82, 0.84], index=seeds))
+    assert spans.ci_low < 0 < spans.ci_high and not spans.resolved
+    assert spans.sd_diff == pytest.approx(0.0152753, abs=1e-6)
+    assert spans.mde == pytest.approx((4.302653 + 1.060660) * 0.0152753 / math.sqrt(3), rel=1e-5)
+    below = paired_t(pd.Series([0.70, 0.73, 0.73], index=seeds), pd.Series([0.80, 0.82, 0.84], index=seeds))
+    assert below.ci_high < 0 and below.resolved
+    shifted = paired_t(pd.Series([0.6, 0.7], index=[0, 1]), pd.Series([0.5, 0.6], index=[0, 1]))
+    assert not shifted.resolved
