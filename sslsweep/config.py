@@ -175,8 +175,10 @@ class EvalConfig:
 class ConfirmConfig:
     seeds: int = 3
     epochs: int | None = None
-    finetune_steps: int = 150
-    finetune_lr: float = 0.01
+    finetune_epochs: float = 30
+    finetune_min_steps: int = 150
+    finetune_max_steps: int = 5000
+    finetune_lrs: tuple[float, ...] = (0.003, 0.01, 0.03)
     finetune_batch_size: int = 64
     linear_c: float = 1.0
 

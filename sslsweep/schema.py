@@ -34,6 +34,7 @@ BUDGET_COLUMNS: dict[str, pa.DataType] = {
     "source_trial_id": pa.string(), "budget_kind": pa.string(), "budget": pa.float64(), "n_labels": pa.int64(),
     "protocol": pa.string(), "selection": pa.string(), "val_acc": pa.float64(), "test_acc": pa.float64(),
     "pretrain_epochs": pa.int64(), "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
+    "finetune_lr": pa.float64(), "finetune_lr_chosen": pa.bool_(),
 }
 
 # The ``selection`` of a budget row that names none: the random subsets a sweep draws by default.

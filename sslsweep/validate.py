@@ -232,9 +232,17 @@ def _check_confirm(cfg: SweepConfig) -> None:
     require(is_int(c.seeds) and c.seeds >= 1, "confirm.seeds", c.seeds, "must be >= 1")
     if c.epochs is not None:
         require(is_int(c.epochs) and c.epochs >= 1, "confirm.epochs", c.epochs, "must be >= 1 or null")
-    require(is_int(c.finetune_steps) and c.finetune_steps >= 1, "confirm.finetune_steps", c.finetune_steps,
-            "must be >= 1")
-    require(c.finetune_lr > 0, "confirm.finetune_lr", c.finetune_lr, "must be > 0")
+    require(is_num(c.finetune_epochs) and c.finetune_epochs >= 1, "confirm.finetune_epochs", c.finetune_epochs,
+            "must be a number >= 1")
+    require(is_int(c.finetune_min_steps) and c.finetune_min_steps >= 1, "confirm.finetune_min_steps",
+            c.finetune_min_steps, "must be an integer >= 1")
+    require(is_int(c.finetune_max_steps) and c.finetune_max_steps >= c.finetune_min_steps,
+            "confirm.finetune_max_steps", c.finetune_max_steps,
+            f"must be an integer >= confirm.finetune_min_steps ({c.finetune_min_steps})")
+    require(isinstance(c.finetune_lrs, (list, tuple)) and len(c.finetune_lrs) > 0, "confirm.finetune_lrs",
+            list(c.finetune_lrs) if isinstance(c.finetune_lrs, tuple) else c.finetune_lrs, "must be a non-empty list")
+    for lr in c.finetune_lrs:
+        require(is_num(lr) and lr > 0, "confirm.finetune_lrs", lr, "every lr must be a number > 0")
     require(is_int(c.finetune_batch_size) and c.finetune_batch_size >= 2, "confirm.finetune_batch_size",
             c.finetune_batch_size, "must be >= 2")
     require(c.linear_c > 0, "confirm.linear_c", c.linear_c, "must be > 0")

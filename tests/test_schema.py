@@ -10,7 +10,7 @@ import pyarrow as pa
 from sslsweep.schema import BUDGET, BUDGET_COLUMNS, HP_PREFIX, TRIAL_COLUMNS, TRIALS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
-TYPE_NAMES = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "float64"}
+TYPE_NAMES = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "float64", pa.bool_(): "bool"}
 
 
 def documented(section: str) -> dict[str, str]:

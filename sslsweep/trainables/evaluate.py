@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -112,13 +113,72 @@ class FinetuneConfig:
     weight_decay: float = 5e-4
 
 
+def finetune_steps(n_labels: int, *, epochs: float, batch_size: int, min_steps: int, max_steps: int) -> int:
+    """Optimizer steps of fine-tuning on ``n_labels`` images: ``epochs`` passes over the labelled
+    subset, ``ceil(epochs * n_labels / batch_size)``, at least ``min_steps`` (small budgets) and at
+    most ``max_steps`` (100% of a large dataset stays bounded)."""
+    return min(max_steps, max(min_steps, math.ceil(epochs * n_labels / batch_size)))
+
+
+def holdout_split(labels: np.ndarray, *, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray] | None:
+    """A fixed, seeded, class-stratified split of a labelled subset into (fit, held-out) positions.
+
+    Each class c with n_c labels holds out ``round(fraction * n_c)`` of them, at least 1 and at most
+    n_c - 1 (a class keeps at least one image to fit on). Returns None when some class present has
+    fewer than 2 labels (e.g. a 1-label-per-class budget): no held-out part can exist then."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) == 0 or counts.min() < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    held = []
+    for c, n in zip(classes, counts):
+        order = rng.permutation(np.flatnonzero(labels == c))
+        held.append(order[:min(n - 1, max(1, int(round(fraction * n))))])
+    held_out = np.sort(np.concatenate(held))
+    fit = np.setdiff1d(np.arange(len(labels)), held_out)
+    return fit, held_out
+
+
+@dataclass(frozen=True)
+class LrChoice:
+    """The fine-tune lr used at a budget: ``chosen`` is False when no choice was made (a
+    single-value grid, or a class with fewer than 2 labels), then ``lr`` is the grid's middle value."""
+
+    lr: float
+    chosen: bool
+    heldout_acc: dict[float, float]
+
+
+def choose_finetune_lr(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
+                       lrs: tuple[float, ...], steps_for: Callable[[int], int], cfg: FinetuneConfig, *, seed: int,
+                       autocast: bool = False, holdout: float = 0.2) -> LrChoice:
+    """Choose the fine-tune lr from ``lrs`` on the labelled subset alone (no validation or test label).
+
+    The subset is split by :func:`holdout_split`; each lr fine-tunes on the fit part
+    (``steps_for(len(fit))`` steps) and is scored on the held-out part; the best held-out accuracy
+    wins, ties going to the lr nearest the grid's middle value, then to the smaller. With one lr, or
+    no held-out part (a class with fewer than 2 labels), the grid's middle value is taken and
+    ``chosen`` is False."""
+    lrs = tuple(float(v) for v in lrs)
+    middle = lrs[len(lrs) // 2]
+    split = holdout_split(labels.cpu().numpy(), seed=seed, fraction=holdout) if len(lrs) > 1 else None
+    if split is None:
+        return LrChoice(middle, False, {})
+    fit, held = (torch.as_tensor(a, device=images.device) for a in split)
+    steps = steps_for(len(fit))
+    scores = {lr: finetune(encoder, num_classes, images[fit], labels[fit], {"heldout": (images[held], labels[held])},
+                           replace(cfg, lr=lr, steps=steps), seed=seed, autocast=autocast)["heldout"] for lr in lrs}
+    best = max(range(len(lrs)), key=lambda i: (scores[lrs[i]], -abs(i - len(lrs) // 2), -lrs[i]))
+    return LrChoice(lrs[best], True, scores)
+
+
 def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
              evals: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: FinetuneConfig, *, seed: int,
              autocast: bool = False) -> dict[str, float]:
     """Fine-tune a copy of the encoder with a new linear head on the labeled images.
 
-    A fixed number of SGD steps (cosine schedule) whatever the budget, so 1% and 100% get the
-    same optimisation effort; batches are always drawn with replacement (a 1% subset may be smaller than a batch).
+    ``cfg.steps`` SGD steps (cosine schedule; the confirm phase sets them per budget with
+    :func:`finetune_steps`); batches are always drawn with replacement (a 1% subset may be smaller than a batch).
     The encoder passed in is not modified.
 
     The head is a parameter-free BatchNorm then a linear layer (the BN-before-the-classifier of

@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,7 +24,8 @@ from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerCon
 from sslsweep.data import Prepared, label_subset, typical_subset
 from sslsweep.storage import atomic_local_file
 from sslsweep.trainables.encoders import Encoder, build_encoder
-from sslsweep.trainables.evaluate import FinetuneConfig, extract_features, finetune, knn_top1, linear_probe, rankme
+from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, extract_features, finetune,
+                                          finetune_steps, knn_top1, linear_probe, rankme)
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, epoch_batch_size
 
@@ -265,7 +266,10 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
     ``random`` subsets come from :func:`label_subset` with this ``seed``: nested and identical for
     every method. ``typical`` subsets come from :func:`typical_subset` on this encoder's features of
     the train pool (no label read to choose them), as many images as the random subset of the same
-    budget. Returns one dict per (selection, budget, protocol) with the columns of ``budget.parquet``.
+    budget. Fine-tuning runs ``finetune_steps`` of the subset's size, with the lr of
+    ``confirm.finetune_lrs`` that :func:`choose_finetune_lr` picks on a held-out part of the subset
+    (the validation split plays no part in it). Returns one dict per (selection, budget, protocol)
+    with the columns of ``budget.parquet``.
     """
     data = dd.data
     val_i, test_i = data.splits.val, data.splits.test
@@ -276,7 +280,11 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
     }
     pos = {int(g): i for i, g in enumerate(data.splits.train)}  # full index -> row of feats["train"]
     rows = []
-    ft_cfg = FinetuneConfig(steps=cfg.finetune_steps, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size)
+    ft_cfg = FinetuneConfig(batch_size=cfg.finetune_batch_size)
+
+    def steps_for(n: int) -> int:
+        return finetune_steps(n, epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
+                              min_steps=cfg.finetune_min_steps, max_steps=cfg.finetune_max_steps)
     for selection, (kind, value) in itertools.product(selections, dataset_budgets):
         sub = label_subset(data.labels, data.splits.train, seed=seed,
                            **({"fraction": value} if kind == "fraction" else {"per_class": int(value)}))
@@ -288,13 +296,17 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
                            c=cfg.linear_c, seed=seed)
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="linear", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        acc = finetune(encoder, data.num_classes, dd.images[dd.idx(sub)], dd.labels[dd.idx(sub)],
+        t0 = time.perf_counter()  # the finetune row's time includes choosing its lr
+        sub_x, sub_y = dd.images[dd.idx(sub)], dd.labels[dd.idx(sub)]
+        choice = choose_finetune_lr(encoder, data.num_classes, sub_x, sub_y, cfg.finetune_lrs, steps_for, ft_cfg,
+                                    seed=seed, autocast=runtime.autocast)  # reads only the budget's labels
+        acc = finetune(encoder, data.num_classes, sub_x, sub_y,
                        {"val": (dd.images[dd.idx(val_i)], dd.labels[dd.idx(val_i)]),
                         "test": (dd.images[dd.idx(test_i)], dd.labels[dd.idx(test_i)])},
-                       ft_cfg, seed=seed, autocast=runtime.autocast)
+                       replace(ft_cfg, lr=choice.lr, steps=steps_for(len(sub))), seed=seed, autocast=runtime.autocast)
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune", selection=selection,
-                         val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
+                         val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0,
+                         finetune_lr=choice.lr, finetune_lr_chosen=choice.chosen))
     return rows
 
 

@@ -319,7 +319,7 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 # each phase has both nodes at work. Everything else as small as a real sweep allows.
 CLUSTER_SWEEP = ["experiment=smoke", "method=[rotation]", "search.num_samples=2", "search.max_concurrent=2",
                  "search.max_epochs=1", "search.grace_period=1", "dataset.max_images=200", "confirm.seeds=2",
-                 "confirm.finetune_steps=5", "name=cluster"]
+                 "confirm.finetune_min_steps=2", "confirm.finetune_max_steps=2", "name=cluster"]
 
 
 @dataclass

@@ -155,7 +155,7 @@ def ray_tmp() -> Iterator[Path]:
 
 SWEEP = ["experiment=smoke", "method=[none,rotation]", "dataset=parquet", "dataset.image_column=img",
          "dataset.hflip=false", "dataset.max_images=200", "search.max_epochs=1", "search.grace_period=1",
-         "confirm.seeds=1", "confirm.finetune_steps=5", "name=s3"]
+         "confirm.seeds=1", "confirm.finetune_min_steps=2", "confirm.finetune_max_steps=2", "name=s3"]
 
 
 @pytest.mark.slow

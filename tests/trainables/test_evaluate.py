@@ -10,7 +10,11 @@ from torch import nn
 
 from sslsweep.config import EncoderConfig
 from sslsweep.trainables.encoders import Encoder, build_encoder
-from sslsweep.trainables.evaluate import FinetuneConfig, finetune, rankme
+import numpy as np
+
+import sslsweep.trainables.evaluate as evaluate_mod
+from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, finetune, finetune_steps,
+                                          holdout_split, rankme)
 
 
 class _Scale(nn.Module):
@@ -47,6 +51,83 @@ def test_finetune_does_not_depend_on_the_scale_of_the_encoders_features() -> Non
     big = finetune(scaled, 4, x, y, {"test": (xt, yt)}, cfg, seed=0)["test"]
     assert plain > 0.9, f"the toy task should be learnt: {plain}"
     assert abs(plain - big) <= 2 / 256, (plain, big)
+
+
+# ----------------------------------------------------------------------------- length and lr per budget
+
+
+@pytest.mark.parametrize("n,epochs,expected", [
+    (500, 30, 235),      # CIFAR-10 1%: ceil(30 * 500 / 64) = ceil(234.375)
+    (100, 30, 150),      # ceil(46.875) = 47 < the floor of 150
+    (10_000, 30, 4688),  # ceil(4687.5)
+    (50_000, 30, 5000),  # CIFAR-10 100%: 23438 > the cap of 5000
+    (320, 30, 150),      # exactly 150 = the floor
+    (1280, 2.5, 150),    # fractional epochs: 50 steps < the floor
+])
+def test_finetune_steps_is_epochs_of_the_subset_with_a_floor_and_a_cap(n: int, epochs: float, expected: int) -> None:
+    assert finetune_steps(n, epochs=epochs, batch_size=64, min_steps=150, max_steps=5000) == expected
+
+
+def test_holdout_split_is_stratified_seeded_and_needs_two_labels_per_class() -> None:
+    """20% of each class held out (at least 1, leaving at least 1 to fit); the same seed gives the
+    same split; a class with a single label leaves no held-out part."""
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    fit, held = holdout_split(labels, seed=3)
+    assert [int((labels[held] == c).sum()) for c in (0, 1, 2)] == [2, 1, 1]
+    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(len(labels)))
+    again = holdout_split(labels, seed=3)
+    assert again is not None and np.array_equal(again[1], held)
+    assert holdout_split(np.array([0, 0, 1]), seed=0) is None  # class 1 has one label (1 label per class)
+
+
+def _predicts_class_of_lr(lrs: tuple[float, ...], calls: list) -> object:
+    """A stand-in for finetune whose model predicts class i for the i-th lr of the grid."""
+    def fake(encoder, num_classes, images, labels, evals, cfg, *, seed, autocast=False):
+        calls.append((labels.clone(), {k: y.clone() for k, (_, y) in evals.items()}))
+        return {k: float((y == lrs.index(cfg.lr)).float().mean()) for k, (_, y) in evals.items()}
+    return fake
+
+
+def test_lr_is_chosen_on_the_held_out_part_of_the_budgets_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budget labels: 20 of class 0, 2 of class 1, 2 of class 2. Held out: 4, 1, 1. The model of
+    lr i predicts class i, so the held-out part prefers lr 0 (4/6), not the grid's middle value.
+    Validation and test labels that are all class 2 (which would pick lr 2) cannot be passed in:
+    every fine-tuning in the choice sees only the budget's labels, split into fit and held-out."""
+    lrs = (0.003, 0.01, 0.03)
+    calls: list = []
+    monkeypatch.setattr(evaluate_mod, "finetune", _predicts_class_of_lr(lrs, calls))
+    labels = torch.tensor([0] * 20 + [1] * 2 + [2] * 2)
+    images = torch.zeros(len(labels), 1, 8, 8, dtype=torch.uint8)
+    choice = choose_finetune_lr(None, 3, images, labels, lrs, lambda n: 5, FinetuneConfig(), seed=0)
+    assert choice.lr == 0.003 and choice.chosen
+    assert choice.heldout_acc == pytest.approx({0.003: 4 / 6, 0.01: 1 / 6, 0.03: 1 / 6})
+    assert len(calls) == 3
+    for fit_y, evals in calls:
+        assert set(evals) == {"heldout"}
+        assert sorted(torch.cat([fit_y, evals["heldout"]]).tolist()) == sorted(labels.tolist())
+
+
+def test_lr_is_the_grids_middle_value_when_no_choice_can_be_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One label per class: nothing to hold out; a single-value grid: nothing to choose. The
+    grid's middle value is used, recorded as not chosen, and no fine-tuning is spent on it."""
+    calls: list = []
+    monkeypatch.setattr(evaluate_mod, "finetune", _predicts_class_of_lr((0.003, 0.01, 0.03), calls))
+    images = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    one_each = choose_finetune_lr(None, 3, images, torch.tensor([0, 1, 2]), (0.003, 0.01, 0.03), lambda n: 5,
+                                  FinetuneConfig(), seed=0)
+    assert (one_each.lr, one_each.chosen) == (0.01, False)
+    single = choose_finetune_lr(None, 3, images, torch.tensor([0, 0, 1]), (0.05,), lambda n: 5,
+                                FinetuneConfig(), seed=0)
+    assert (single.lr, single.chosen) == (0.05, False)
+    assert calls == []
+
+
+def test_a_tied_held_out_accuracy_goes_to_the_lr_nearest_the_middle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluate_mod, "finetune", lambda *a, **k: {"heldout": 0.5})
+    labels = torch.tensor([0, 0, 1, 1])
+    choice = choose_finetune_lr(None, 2, torch.zeros(4, 1, 8, 8, dtype=torch.uint8), labels, (0.003, 0.01, 0.03),
+                                lambda n: 5, FinetuneConfig(), seed=0)
+    assert (choice.lr, choice.chosen) == (0.01, True)
 
 
 # ----------------------------------------------------------------------------- RankMe

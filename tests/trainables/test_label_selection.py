@@ -16,7 +16,7 @@ from sslsweep.trainables.encoders import build_encoder
 from sslsweep.trainables.train import DeviceData, evaluate_budgets
 from tests.trainables.test_train import CPU, tiny_data
 
-CONFIRM = ConfirmConfig(finetune_steps=3)
+CONFIRM = ConfirmConfig(finetune_min_steps=3, finetune_max_steps=3)
 BUDGETS = [("fraction", 0.3), ("per_class", 2.0)]
 
 
@@ -39,6 +39,28 @@ def test_both_selections_give_rows_at_every_budget_with_equal_label_counts() -> 
     assert n[("random", "per_class")] == n[("typical", "per_class")] == 8
     alone = run(tiny_data(), ("random",))
     assert [r["test_acc"] for r in rows if r["selection"] == "random"] == [r["test_acc"] for r in alone]
+
+
+def test_finetune_lr_is_chosen_from_the_grid_on_the_budgets_labels_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each finetune row records an lr of confirm.finetune_lrs; the fine-tunings that choose it see
+    only the budget's labelled images (fit + held-out = n_labels) and no validation or test set."""
+    import sslsweep.trainables.evaluate as evaluate_mod
+
+    seen: list[tuple[int, set[str], int]] = []
+    real = evaluate_mod.finetune
+
+    def spy(encoder, num_classes, images, labels, evals, cfg, **kw):  # type: ignore[no-untyped-def]
+        seen.append((len(labels), set(evals), sum(len(y) for _, y in evals.values())))
+        return real(encoder, num_classes, images, labels, evals, cfg, **kw)
+
+    monkeypatch.setattr(evaluate_mod, "finetune", spy)
+    rows = run(tiny_data(), ("random",))
+    ft = [r for r in rows if r["protocol"] == "finetune"]
+    assert all(r["finetune_lr"] in CONFIRM.finetune_lrs and r["finetune_lr_chosen"] for r in ft)
+    assert all("finetune_lr" not in r for r in rows if r["protocol"] == "linear")
+    # 3 lrs per budget, each on the fit part, scored on the held-out part of the same budget
+    assert [(keys, fit + held) for fit, keys, held in seen] == \
+        [({"heldout"}, r["n_labels"]) for r in ft for _ in CONFIRM.finetune_lrs]
 
 
 def test_typical_subsets_come_from_features_and_not_from_labels(monkeypatch: pytest.MonkeyPatch) -> None:

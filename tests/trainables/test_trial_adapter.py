@@ -15,7 +15,8 @@ from sslsweep.trainables.trial import TrialSettings, confirm_trial, search_trial
 from tests.trainables.test_train import tiny_data
 
 SETTINGS = TrialSettings(encoder=EncoderConfig(width=4), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3),
-                         confirm=ConfirmConfig(finetune_steps=3), metric="knn_top1", max_epochs=3, eval_every=1,
+                         confirm=ConfirmConfig(finetune_min_steps=3, finetune_max_steps=3), metric="knn_top1",
+                         max_epochs=3, eval_every=1,
                          num_threads=1, budgets=(("fraction", 0.5), ("per_class", 2.0)))
 CONFIG = {"method": "rotation", "seed": 0, "lr": 0.05, "weight_decay": 0.0, "batch_size": 16, "strength": 0.0,
           "crop_min": 0.6}
@@ -186,6 +187,10 @@ def test_confirm_trial_evaluates_every_budget_and_protocol(recorder: Recorder) -
         ("per_class", 2.0, "linear"), ("per_class", 2.0, "finetune")}
     assert all(0 <= r["test_acc"] <= 1 and r["pretrain_epochs"] == 3 for r in rows)
     assert {r["n_labels"] for r in rows if r["budget_kind"] == "per_class"} == {8}  # 2 per class x 4 classes
+    # each finetune row records the lr chosen from the grid on a held-out part of its labels
+    grid = ConfirmConfig().finetune_lrs
+    assert all(r["finetune_lr"] in grid and r["finetune_lr_chosen"] for r in rows if r["protocol"] == "finetune")
+    assert all(r.get("finetune_lr") is None for r in rows if r["protocol"] == "linear")
 
 
 def test_trial_wall_time_includes_the_selection_metric(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
