@@ -93,7 +93,11 @@ class PairedResult:
 
     @property
     def mde(self) -> float:
-        """Minimum detectable difference at these seeds (:func:`min_detectable_difference`)."""
+        """Minimum detectable difference at these seeds (:func:`min_detectable_difference`); NaN when
+        the paired differences have no spread (a constant shift, or identical results): the seeds
+        then give no estimate of the noise, not a perfect sensitivity."""
+        if not self.sd_diff > 0:
+            return math.nan
         return min_detectable_difference(self.sd_diff, self.n_paired)
 
 

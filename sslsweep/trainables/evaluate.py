@@ -123,15 +123,18 @@ def finetune_steps(n_labels: int, *, epochs: float, batch_size: int, min_steps: 
 def holdout_split(labels: np.ndarray, *, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray] | None:
     """A fixed, seeded, class-stratified split of a labelled subset into (fit, held-out) positions.
 
-    Each class c with n_c labels holds out ``round(fraction * n_c)`` of them, at least 1 and at most
-    n_c - 1 (a class keeps at least one image to fit on). Returns None when some class present has
-    fewer than 2 labels (e.g. a 1-label-per-class budget): no held-out part can exist then."""
+    Each class c with n_c >= 2 labels holds out ``round(fraction * n_c)`` of them, at least 1 and at
+    most n_c - 1 (a class keeps at least one image to fit on); a class with a single label only fits.
+    Subsets chosen without labels (``typical``) are uneven, so a 1-label class must not cancel the
+    choice for the rest. Returns None when no class has 2 labels (e.g. a 1-label-per-class budget)."""
     classes, counts = np.unique(labels, return_counts=True)
-    if len(classes) == 0 or counts.min() < 2:
+    if len(classes) == 0 or counts.max() < 2:
         return None
     rng = np.random.default_rng(seed)
     held = []
     for c, n in zip(classes, counts):
+        if n < 2:
+            continue
         order = rng.permutation(np.flatnonzero(labels == c))
         held.append(order[:min(n - 1, max(1, int(round(fraction * n))))])
     held_out = np.sort(np.concatenate(held))
@@ -142,7 +145,7 @@ def holdout_split(labels: np.ndarray, *, seed: int, fraction: float = 0.2) -> tu
 @dataclass(frozen=True)
 class LrChoice:
     """The fine-tune lr used at a budget: ``chosen`` is False when no choice was made (a
-    single-value grid, or a class with fewer than 2 labels), then ``lr`` is the grid's middle value."""
+    single-value grid, or no class with 2 labels), then ``lr`` is the grid's middle value."""
 
     lr: float
     chosen: bool
@@ -157,7 +160,7 @@ def choose_finetune_lr(encoder: nn.Module, num_classes: int, images: torch.Tenso
     The subset is split by :func:`holdout_split`; each lr fine-tunes on the fit part
     (``steps_for(len(fit))`` steps) and is scored on the held-out part; the best held-out accuracy
     wins, ties going to the lr nearest the grid's middle value, then to the smaller. With one lr, or
-    no held-out part (a class with fewer than 2 labels), the grid's middle value is taken and
+    no held-out part (no class with 2 labels), the grid's middle value is taken and
     ``chosen`` is False."""
     lrs = tuple(float(v) for v in lrs)
     middle = lrs[len(lrs) // 2]

@@ -80,6 +80,7 @@ def test_paired_t_with_constant_differences() -> None:
     assert shifted.mean_diff == pytest.approx(-0.1)
     same = paired_t(a, a)
     assert same.p_value == 1.0 and significantly_worse(same) is False
+    assert math.isnan(shifted.mde) and math.isnan(same.mde)  # no spread: no noise estimate, not an MDE of 0
 
 
 def test_min_detectable_difference_matches_the_hand_computed_t_formula() -> None:
