@@ -291,6 +291,23 @@ def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str,
     return {name: parse_param(f"{key}.{name}", name, raw) for name, raw in merged.items()}
 
 
+def upgrade(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A config saved by an older sslsweep (a resumed sweep's manifest) in today's keys, meaning
+    the same: ``confirm.finetune_steps: s`` is a fixed length (min = max = s steps) and
+    ``confirm.finetune_lr: lr`` a one-value grid (no lr search), as that sweep started."""
+    out = dict(raw)
+    confirm = dict(out.get("confirm") or {})
+    if "finetune_steps" in confirm:
+        steps = confirm.pop("finetune_steps")
+        confirm.setdefault("finetune_min_steps", steps)
+        confirm.setdefault("finetune_max_steps", steps)
+    if "finetune_lr" in confirm:
+        confirm.setdefault("finetune_lrs", [confirm.pop("finetune_lr")])
+    if confirm:
+        out["confirm"] = confirm
+    return out
+
+
 def from_dictconfig(cfg: DictConfig | Mapping[str, Any]) -> SweepConfig:
     """Validate a composed Hydra config into a :class:`SweepConfig` (raises :class:`ConfigError`)."""
     raw = dict(_plain(cfg))

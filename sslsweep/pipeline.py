@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sslsweep.config import SweepConfig, from_dictconfig
+from sslsweep.config import SweepConfig, from_dictconfig, upgrade
 from sslsweep.data import read_facts
 from sslsweep.schema import MANIFEST
 from sslsweep.storage import open_sweep_dir
@@ -31,7 +31,7 @@ def resume_sweep(uri: str) -> str:
     """Continue the interrupted sweep at ``uri`` with the configuration it was started with."""
     st = open_sweep_dir(uri)
     manifest = st.read_json(MANIFEST)
-    cfg = from_dictconfig(manifest["config"])
+    cfg = from_dictconfig(upgrade(manifest["config"]))  # a sweep started by an older sslsweep
     validate_against_data(cfg, read_facts(cfg.dataset))
     from sslsweep.search.sweep import Sweep  # Ray, torch and pandas take ~2.5 s: bad data fails before
 

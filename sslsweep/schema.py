@@ -39,6 +39,7 @@ BUDGET_COLUMNS: dict[str, pa.DataType] = {
 
 # The ``selection`` of a budget row that names none: the random subsets a sweep draws by default.
 SELECTION_DEFAULT = "random"
+SELECTIONS = ("random", "typical")  # values of budget.parquet ``selection`` and dataset.label_selection
 
 # Trial statuses (trials.parquet ``status``).
 STATUSES = ("completed", "stopped", "failed", "diverged")

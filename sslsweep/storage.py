@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sslsweep.rules import ConfigError, require
+from sslsweep.schema import MANIFEST
 
 SCHEMES = ("", "file", "s3", "gs", "gcs")
 
@@ -94,9 +95,13 @@ def atomic_local_file(path: str | os.PathLike[str]) -> Iterator[Path]:
 class Storage:
     """A sweep directory. ``Storage("runs/demo-1")`` or ``Storage("s3://bucket/runs/demo-1")``."""
 
-    def __init__(self, uri: str) -> None:
-        check_scheme(uri, "storage")
-        self.fs, self.root = resolve(uri)
+    def __init__(self, uri: str, key: str = "storage") -> None:
+        check_scheme(uri, key)
+        try:
+            self.fs, self.root = resolve(uri)
+        except (OSError, ValueError) as exc:  # no credentials, bad bucket, endpoint unreachable
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ConfigError(key, uri, f"cannot open ({type(exc).__name__}: {first})") from None
         self.uri = uri.rstrip("/") if is_remote(uri) else self.root
 
     @property
@@ -135,7 +140,7 @@ class Storage:
 
 def open_sweep_dir(uri: str, key: str = "resume") -> Storage:
     """A storage that must already hold a sweep (its manifest.json)."""
-    st = Storage(uri)
-    if not st.exists("manifest.json"):
+    st = Storage(uri, key)
+    if not st.exists(MANIFEST):
         raise ConfigError(key, uri, "not a sweep directory (no manifest.json there)")
     return st

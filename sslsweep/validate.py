@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sslsweep.data.selection import SELECTIONS
 from sslsweep.rules import HP_RULES, is_int, is_num, require
+from sslsweep.schema import SELECTIONS
 from sslsweep.storage import check_scheme, local_path, scheme
 from sslsweep.trainables.tasks import TASKS
 

@@ -267,3 +267,22 @@ def test_false_negative_cancellation_must_leave_every_anchor_a_negative() -> Non
                                           r"at most 2 x batch_size - 3 = 125 \(the smallest batch size is 64\)"):
         load(*bad)
     load("method=[simclr]", "method.simclr.space.fne_k=200", "search.space.batch_size.choices=[64,128]")
+
+
+def test_a_config_saved_before_the_fine_tune_keys_changed_still_loads_with_its_settings() -> None:
+    """A sweep started with confirm.finetune_steps / confirm.finetune_lr resumes as it started: a
+    fixed number of steps and a one-value lr grid (no lr search); without upgrade it is refused."""
+    raw = OmegaConf.to_container(compose_raw(), resolve=True)
+    raw["confirm"] = {k: v for k, v in raw["confirm"].items()
+                      if k not in ("finetune_epochs", "finetune_min_steps", "finetune_max_steps", "finetune_lrs")}
+    raw["confirm"].update(finetune_steps=150, finetune_lr=0.01)
+    with pytest.raises(ConfigError, match=r"confirm.finetune_lr = 0.01: unknown key"):
+        from_dictconfig(raw)
+    cfg = from_dictconfig(C.upgrade(raw))
+    assert (cfg.confirm.finetune_min_steps, cfg.confirm.finetune_max_steps) == (150, 150)
+    assert tuple(cfg.confirm.finetune_lrs) == (0.01,)
+
+
+def compose_raw():
+    with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
+        return compose(config_name="config")

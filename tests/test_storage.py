@@ -43,3 +43,9 @@ def test_a_sweep_directory_round_trips_json_and_bytes(tmp_path: Path) -> None:
     st.write_json("a/manifest.json", {"k": 1})
     assert st.read_json("a/manifest.json") == {"k": 1} and st.exists("a", "manifest.json")
     assert sorted(os.listdir(tmp_path / "sweep" / "a")) == ["manifest.json"]
+
+
+def test_a_location_pyarrow_cannot_open_is_one_line_naming_the_key() -> None:
+    """An s3:// URI with no bucket: the key it was given as, the URI and why, not a traceback."""
+    with pytest.raises(ConfigError, match=r"^resume = 's3://': cannot open \(\w+: .+\)$"):
+        Storage("s3://", "resume")

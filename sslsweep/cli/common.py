@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sslsweep.rules import ConfigError
+from sslsweep.schema import REPORT_HTML, REPORT_MD
 
+# the folder of sslsweep.config.CONF_DIR, named here so that `--help` and the group check import no config code
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("dataset", "encoder", "method", "search", "experiment")
 EXIT_BAD_INPUT = 2
@@ -83,4 +85,4 @@ def run(start: Callable[[], str]) -> None:
             raise
         fail(str(exc).splitlines()[0])
     print(f"sweep finished: {uri}")
-    print(f"report: {uri}/report.html  ({uri}/report.md)")
+    print(f"report: {uri}/{REPORT_HTML}  ({uri}/{REPORT_MD})")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SELECTIONS = ("random", "typical")  # values of dataset.label_selection
+from sslsweep.schema import SELECTIONS
+
+__all__ = ["SELECTIONS", "typical_subset", "typicality"]
 K_NN = 20  # neighbours of the typicality estimate
 MAX_CLUSTERS = 500  # k-means never makes more clusters than this, whatever the budget
 MIN_CLUSTER_SIZE = 5  # clusters of at most this many points are left for last

@@ -39,7 +39,10 @@ def versions() -> dict[str, str]:
 
 
 def hardware() -> dict[str, Any]:
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    try:  # a broken driver must not end a sweep whose data is prepared: the list stays empty
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - CUDA raises RuntimeError and others
+        gpus = []
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

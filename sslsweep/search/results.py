@@ -114,7 +114,7 @@ def budget_rows(sweep_id: str, results: Iterable[Any]) -> list[dict[str, Any]]:
         for r in json.loads(last["budget_rows"]):
             rows.append(dict(sweep_id=sweep_id, method=run["method"], seed=int(run["seed"]),
                              trial_id=str(last.get("trial_id")), source_trial_id=str(run.get("source_trial_id")),
-                             selection=SELECTION_DEFAULT) | r)
+                             **{"selection": SELECTION_DEFAULT, **r}))  # a row naming sweep_id etc. is a bug: raises
     return rows
 
 
