@@ -37,9 +37,12 @@ class Encoder(nn.Module):
         return torch.flatten(self.backbone((x - 0.5) / 0.25), 1)  # (N, out_dim)
 
 
-def small_cnn(in_channels: int, width: int) -> Encoder:
+SMALL_IMAGE = 64  # largest image side (px) that gets the CIFAR stem; larger images get ImageNet's
+
+
+def small_cnn(in_channels: int, width: int, image_size: int | None = None) -> Encoder:
     """A 4-layer CNN sized for CPU: conv3x3-BN-ReLU with widths w, 2w, 4w, 4w, max-pool after the
-    2nd and 3rd layers, global average pool. Works from 4x4 inputs up."""
+    2nd and 3rd layers, global average pool. Works from 4x4 inputs up, whatever ``image_size``."""
     w = (width, 2 * width, 4 * width, 4 * width)
     layers: list[nn.Module] = []
     prev = in_channels
@@ -52,50 +55,95 @@ def small_cnn(in_channels: int, width: int) -> Encoder:
     return Encoder(nn.Sequential(*layers), out_dim=w[-1])
 
 
-def resnet18_cifar(in_channels: int, width: int) -> Encoder:
-    """torchvision's ResNet-18 with the CIFAR stem of the SimCLR paper (appendix B.9): conv1 is
-    3x3 stride 1 and the first max-pool is removed, so 32x32 inputs keep their resolution.
-    ``width`` is the stem width (64 = the standard network, 512-d features)."""
+def resnet18(in_channels: int, width: int, image_size: int | None = None) -> Encoder:
+    """torchvision's ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR
+    2016): basic blocks, stages of 2, 2, 2, 2; ``width`` w is the stem width, stages w, 2w, 4w, 8w,
+    features 8w (64 = the standard network, 512-d features). Stem by :func:`_set_stem`: the CIFAR
+    stem for images up to :data:`SMALL_IMAGE` px or of unknown size, ImageNet's above."""
     import torchvision
 
-    net = torchvision.models.resnet18(weights=None)
-    if width != 64:
-        net = torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
-        _scale_resnet(net, width)
-    net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, 3, 1, 1, bias=False)
-    net.maxpool = nn.Identity()
+    return _resnet_encoder(_torchvision_resnet(torchvision.models.resnet18, width), in_channels, image_size)
+
+
+def resnet50(in_channels: int, width: int, image_size: int | None = None) -> Encoder:
+    """torchvision's ResNet-50 (He et al., "Deep Residual Learning for Image Recognition", CVPR
+    2016): bottleneck blocks (expansion 4), stages of 3, 4, 6, 3. ``width`` w means what it means
+    for :func:`resnet18`, the stem width: stage widths w, 2w, 4w, 8w, features 4 x 8w = 32w (64 =
+    the standard network, 2048-d features; 8 gives 256-d features for CPU tests). Stem as for
+    :func:`resnet18`: CIFAR's up to :data:`SMALL_IMAGE` px, ImageNet's (7x7 stride 2 + max-pool,
+    4x down) above, the 96-224 px the network is made for.
+
+    Example:
+        >>> resnet50(3, 8, image_size=96)(torch.rand(2, 3, 96, 96)).shape
+        torch.Size([2, 256])
+    """
+    import torchvision
+
+    return _resnet_encoder(_torchvision_resnet(torchvision.models.resnet50, width), in_channels, image_size)
+
+
+def _torchvision_resnet(make: Callable[..., torchvision.models.ResNet], width: int) -> torchvision.models.ResNet:
+    """torchvision's network (its own initialisation) at width 64; at another width, rebuilt by
+    :func:`_scale_resnet` from a throwaway made on the meta device (no memory, no random draws:
+    0.5 s saved per ResNet-50)."""
+    if width == 64:
+        return make(weights=None)
+    with torch.device("meta"):
+        net = make(weights=None)
+    _scale_resnet(net, width)
+    return net
+
+
+def _scale_resnet(net: torchvision.models.ResNet, width: int) -> None:
+    """Rebuild a ResNet in place with stem width ``width`` (stages w, 2w, 4w, 8w), the block type
+    and stage depths kept; the rebuilt modules have PyTorch's default initialisation."""
+    block = type(net.layer1[0])
+    depths = [len(stage) for stage in (net.layer1, net.layer2, net.layer3, net.layer4)]
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.layer1 = net._make_layer(block, width, depths[0])
+    net.layer2 = net._make_layer(block, 2 * width, depths[1], stride=2)
+    net.layer3 = net._make_layer(block, 4 * width, depths[2], stride=2)
+    net.layer4 = net._make_layer(block, 8 * width, depths[3], stride=2)
+    net.fc = nn.Linear(8 * width * block.expansion, 1000)
+
+
+def _set_stem(net: torchvision.models.ResNet, in_channels: int, image_size: int | None) -> None:
+    """Fit the ResNet's stem to the images. Up to :data:`SMALL_IMAGE` px (or size unknown): the
+    CIFAR stem of the SimCLR paper (appendix B.9), conv1 3x3 stride 1 and no max-pool, so 32x32
+    inputs keep their resolution. Above: ImageNet's, conv1 7x7 stride 2 then a 3x3 stride-2
+    max-pool (a 224 px image reaches layer1 at 56x56, as in He et al. 2016), conv1 rebuilt only
+    when the images are not RGB."""
+    out = net.conv1.out_channels
+    if image_size is None or image_size <= SMALL_IMAGE:
+        net.conv1 = nn.Conv2d(in_channels, out, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != net.conv1.in_channels:
+        net.conv1 = nn.Conv2d(in_channels, out, 7, 2, 3, bias=False)
+
+
+def _resnet_encoder(net: torchvision.models.ResNet, in_channels: int, image_size: int | None) -> Encoder:
+    _set_stem(net, in_channels, image_size)
     out_dim = net.fc.in_features
     net.fc = nn.Identity()
     return Encoder(net, out_dim=out_dim)
 
 
-def _scale_resnet(net: torchvision.models.ResNet, width: int) -> None:
-    """Rebuild a ResNet-18 with stem width ``width`` (stages w, 2w, 4w, 8w) for cheap tests."""
-    import torchvision
-
-    block = torchvision.models.resnet.BasicBlock
-    net.inplanes = width
-    net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-    net.bn1 = nn.BatchNorm2d(width)
-    net.layer1 = net._make_layer(block, width, 2)
-    net.layer2 = net._make_layer(block, 2 * width, 2, stride=2)
-    net.layer3 = net._make_layer(block, 4 * width, 2, stride=2)
-    net.layer4 = net._make_layer(block, 8 * width, 2, stride=2)
-    net.fc = nn.Linear(8 * width, 1000)
-
-
-ENCODERS: dict[str, Callable[[int, int], Encoder]] = {
+ENCODERS: dict[str, Callable[[int, int, int | None], Encoder]] = {
     "small_cnn": small_cnn,
-    "resnet18": resnet18_cifar,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
 }
 
 
-def build_encoder(cfg: EncoderConfig, in_channels: int) -> Encoder:
-    """Build the encoder named in ``cfg`` for images with ``in_channels`` channels, starting from
-    ``cfg.weights`` when given (see :func:`load_weights`)."""
+def build_encoder(cfg: EncoderConfig, in_channels: int, image_size: int | None = None) -> Encoder:
+    """Build the encoder named in ``cfg`` for images with ``in_channels`` channels and side
+    ``image_size`` px (None: unknown, treated as small: the ResNets get the CIFAR stem), starting
+    from ``cfg.weights`` when given (see :func:`load_weights`)."""
     if cfg.name not in ENCODERS:
         raise ValueError(f"encoder.name = {cfg.name!r}: unknown encoder; known: {', '.join(ENCODERS)}")
-    encoder = ENCODERS[cfg.name](in_channels, cfg.width)
+    encoder = ENCODERS[cfg.name](in_channels, cfg.width, image_size)
     if cfg.weights:
         load_weights(encoder, cfg)
     return encoder
@@ -115,10 +163,10 @@ def load_weights(encoder: Encoder, cfg: EncoderConfig) -> None:
     * torchvision weights by name, e.g. ``ResNet18_Weights.IMAGENET1K_V1`` (needs
       ``encoder=resnet18``, ``encoder.width=64``), read from the torch hub cache
       (``$TORCH_HOME/hub/checkpoints/<file>``) or downloaded there; offline and not cached it
-      fails naming the file to put there. ImageNet's conv1 (7x7, stride 2, RGB) does not fit the
-      CIFAR stem (3x3, stride 1): it is resized to 3x3 (area resampling, which keeps the kernel's
-      sum, i.e. its response to flat input) and, for grey images, summed over the colour channels; ``fc`` is
-      dropped. The encoder's fixed input normalisation ((x - 0.5) / 0.25) is close to ImageNet's
+      fails naming the file to put there. ImageNet's conv1 (7x7, stride 2, RGB) fits the ImageNet
+      stem (images over 64 px) as it is; for the CIFAR stem (3x3, stride 1) it is resized to 3x3
+      (area resampling, which keeps the kernel's sum, i.e. its response to flat input); for grey
+      images it is summed over the colour channels; ``fc`` is dropped. The encoder's fixed input normalisation ((x - 0.5) / 0.25) is close to ImageNet's
       (mean ~0.45, std ~0.23);
     * a file: ``torch.load(..., weights_only=True)`` of an encoder state dict (keys
       ``backbone.*``), a plain torchvision ResNet state dict (keys ``conv1.weight``...), or an

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sslsweep.config import EncoderConfig
@@ -14,7 +15,7 @@ import numpy as np
 
 import sslsweep.trainables.evaluate as evaluate_mod
 from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, finetune, finetune_steps,
-                                          holdout_split, rankme)
+                                          holdout_split, knn_predict, knn_top1, rankme)
 
 
 class _Scale(nn.Module):
@@ -162,3 +163,30 @@ def test_rankme_of_orthonormal_columns_or_rows_is_the_full_rank(n: int, d: int) 
 def test_rankme_ignores_the_scale_and_row_order_of_the_embeddings() -> None:
     x = torch.randn(30, 6, generator=torch.Generator().manual_seed(1))
     assert rankme(7.0 * x[torch.randperm(30)]) == pytest.approx(rankme(x), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- kNN
+
+
+def _knn_one_block(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, *, k: int,
+                   num_classes: int, temperature: float = 0.07) -> torch.Tensor:
+    """The weighted kNN written as one (Q, M) similarity matrix: the reference for the streamed one."""
+    sim = F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T  # (Q, M)
+    top, idx = sim.topk(min(k, len(bank)), dim=1)
+    votes = torch.zeros(len(query), num_classes).scatter_add_(1, bank_labels[idx], (top / temperature).exp())
+    return votes.argmax(1)
+
+
+@pytest.mark.parametrize("query_chunk, bank_chunk, k", [(7, 11, 20), (1, 1, 5), (64, 1000, 20), (5, 13, 50)])
+def test_streamed_knn_equals_the_one_block_computation(query_chunk: int, bank_chunk: int, k: int) -> None:
+    """Queries and bank in chunks that do not divide them (and of one row; k above the bank's 40
+    rows in the last case): the same class for every query as the unchunked (Q, M) computation."""
+    g = torch.Generator().manual_seed(0)
+    bank, query = torch.randn(40 if k == 50 else 300, 16, generator=g), torch.randn(70, 16, generator=g)
+    bank_labels, query_labels = torch.randint(0, 5, (len(bank),), generator=g), torch.randint(0, 5, (70,), generator=g)
+    expected = _knn_one_block(bank, bank_labels, query, k=k, num_classes=5)
+    got = knn_predict(bank, bank_labels, query, k=k, num_classes=5, query_chunk=query_chunk, bank_chunk=bank_chunk)
+    assert torch.equal(got, expected)
+    acc = knn_top1(bank, bank_labels, query, query_labels, k=k, num_classes=5, query_chunk=query_chunk,
+                   bank_chunk=bank_chunk)
+    assert acc == (expected == query_labels).sum().item() / len(query)

@@ -7,14 +7,14 @@ keys at their lower bound or first choice) on tiny made-up data. The contract:
 * a step gives a finite scalar loss, the pretext accuracy the task declares, and gradients that
   reach every encoder parameter; the encoder stays the task's encoder and its output is
   ``(N, encoder.out_dim)`` on full images, as the evaluator uses it;
-* with the small CNN and ResNet-18 (CIFAR stem), grey and colour, at the task's ``min_size`` and
-  at 32x32;
+* with the small CNN, ResNet-18 and ResNet-50, grey and colour, at the task's ``min_size`` and
+  at 32x32 (the ResNets' CIFAR stem), and the ResNets in colour at ``LARGE`` px (ImageNet's stem);
 * labels are never read during pretraining: the pretraining path runs on a dataset whose labels
   are a guard that records any access, and pretraining on relabeled data gives bit-identical
   weights; a deliberately cheating task shows that both checks catch a task that reads labels;
 * the same seed gives the same loss (and another seed another loss);
 * a checkpoint (``save_checkpoint`` / ``load_checkpoint`` of ``Pretrainer.state_dict()``) resumes
-  exactly: the resumed run's next epoch equals the uninterrupted run's;
+  exactly: the resumed run's next epoch equals the uninterrupted run's (small CNN and ResNet-50);
 * the method config composes and validates, declares the task's required keys, has a
   temperature only if the task is contrastive, and ``min_size`` is enforced before Ray starts.
 """
@@ -36,7 +36,7 @@ from hydra import compose, initialize_config_module
 from sslsweep.config import ConfigError, EncoderConfig, TrainerConfig, from_dictconfig
 from sslsweep.data import Prepared, Splits
 from sslsweep.rules import HP_RULES
-from sslsweep.trainables.encoders import build_encoder
+from sslsweep.trainables.encoders import SMALL_IMAGE, build_encoder
 from sslsweep.trainables.evaluate import extract_features
 from sslsweep.trainables.tasks import TASKS, TaskEntry, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput
@@ -44,7 +44,9 @@ from sslsweep.trainables.train import (Runtime, load_checkpoint, make_pretrainer
                                        train_one_epoch)
 
 PRETRAINING = sorted(name for name, entry in TASKS.items() if entry.pretrains)
-ENCODERS = {"small_cnn": EncoderConfig("small_cnn", width=4), "resnet18": EncoderConfig("resnet18", width=4)}
+ENCODERS = {"small_cnn": EncoderConfig("small_cnn", width=4), "resnet18": EncoderConfig("resnet18", width=4),
+            "resnet50": EncoderConfig("resnet50", width=4)}
+LARGE = SMALL_IMAGE + 8  # a side over SMALL_IMAGE: the ResNets switch to ImageNet's stem (7x7 stride 2, max-pool)
 BATCH = 6  # images per step
 POOL = 12  # unlabeled pool of the pretraining-loop tests: 2 steps per epoch
 CPU = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
@@ -99,9 +101,10 @@ def pool_size(name: str) -> int:
     return max(16, TASKS[name].min_size)
 
 
-def pretrain(name: str, data: Prepared, *, seed: int, epochs: int = 1, max_epochs: int = 2):
+def pretrain(name: str, data: Prepared, *, seed: int, epochs: int = 1, max_epochs: int = 2,
+             encoder: str = "small_cnn"):
     """The pretraining path of a trial: make_pretrainer + train_one_epoch on the unlabeled pool."""
-    pre = make_pretrainer(name, task_hp(name), data, ENCODERS["small_cnn"], TRAINER, CPU,
+    pre = make_pretrainer(name, task_hp(name), data, ENCODERS[encoder], TRAINER, CPU,
                           max_epochs=max_epochs, seed=seed)
     pool = torch.from_numpy(data.images[data.splits.train])  # what DeviceData.pool() hands over
     stats = [train_one_epoch(pre, pool) for _ in range(epochs)]
@@ -171,11 +174,14 @@ def check_pretraining_ignores_labels(name: str) -> None:
 
 
 def step_cases() -> list[Any]:
+    """Every task x encoder x grey/colour at its ``min_size`` and 32x32 (the ResNets' CIFAR stem);
+    the ResNets also in colour at ``LARGE`` px (ImageNet's stem)."""
     cases = []
     for name in PRETRAINING:
         for enc in ENCODERS:
             for channels in (1, 3):
-                for size in sorted({TASKS[name].min_size, 32}):
+                sizes = {TASKS[name].min_size, 32} | ({LARGE} if enc != "small_cnn" and channels == 3 else set())
+                for size in sorted(sizes):
                     cases.append(pytest.param(name, enc, channels, size, id=f"{name}-{enc}-c{channels}-{size}px"))
     return cases
 
@@ -184,7 +190,7 @@ def step_cases() -> list[Any]:
 def test_a_step_gives_finite_loss_and_gradients_reach_the_encoder(name: str, encoder_name: str, channels: int,
                                                                   size: int) -> None:
     torch.manual_seed(0)
-    encoder = build_encoder(ENCODERS[encoder_name], channels)
+    encoder = build_encoder(ENCODERS[encoder_name], channels, size)
     ctx = TaskContext(in_channels=channels, image_size=size, hflip=True, num_images=POOL)
     task = get_task(name)(encoder, task_hp(name), ctx)
     task.train()
@@ -228,16 +234,18 @@ def test_same_seed_gives_the_same_loss(name: str) -> None:
     assert a[0].loss != c[0].loss  # and the seed matters
 
 
+@pytest.mark.parametrize("encoder", ["small_cnn", "resnet50"])
 @pytest.mark.parametrize("name", PRETRAINING)
-def test_checkpoint_round_trip_resumes_exactly(name: str, tmp_path: Path) -> None:
-    """Epoch 2 after save + load into a fresh pretrainer (another seed) equals epoch 2 uninterrupted."""
+def test_checkpoint_round_trip_resumes_exactly(name: str, encoder: str, tmp_path: Path) -> None:
+    """Epoch 2 after save + load into a fresh pretrainer (another seed) equals epoch 2 uninterrupted,
+    with the small CNN and with ResNet-50 (bottleneck blocks, 53 batch-norm layers of running stats)."""
     data = prepared(np.zeros(POOL + 4, dtype=np.int64), ["a"], size=pool_size(name))
     pool = torch.from_numpy(data.images[data.splits.train])
-    first, _ = pretrain(name, data, seed=1)
+    first, _ = pretrain(name, data, seed=1, encoder=encoder)
     path = save_checkpoint(first.state_dict(), tmp_path)
     saved = load_checkpoint(path)
 
-    resumed = make_pretrainer(name, task_hp(name), data, ENCODERS["small_cnn"], TRAINER, CPU, max_epochs=2, seed=99)
+    resumed = make_pretrainer(name, task_hp(name), data, ENCODERS[encoder], TRAINER, CPU, max_epochs=2, seed=99)
     resumed.load_state_dict(saved)
     assert resumed.epoch == 1
     after_resume = train_one_epoch(resumed, pool)
