@@ -109,3 +109,9 @@ HP_RULES: dict[str, tuple[Check, str]] = {
     # simsiam
     "pred_hidden": (int_in(1), "the predictor's hidden dimension must be an integer >= 1"),
 }
+
+
+# Tasks whose targets need the whole unlabeled pool on the device at every epoch start
+# (:meth:`PretextTask.on_epoch_start`), by method: (hyperparameter, the value that needs it).
+# Under ``dataset.residency`` host or stream the pool is never on the device at once: refused.
+NEEDS_DEVICE_POOL: dict[str, tuple[str, str]] = {"exemplar": ("surrogate", "cluster")}

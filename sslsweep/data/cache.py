@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import pyarrow.fs as pafs
 
-from sslsweep.data.sources import ImageSet, etag, file_info
+from sslsweep.data.sources import ImageSet, Source, etag, file_info, shards
 from sslsweep.rules import ConfigError
 from sslsweep.storage import atomic_local_file, is_remote, local_path
 
 if TYPE_CHECKING:
     from sslsweep.config import DatasetConfig
+
+
+# Bumped when decoding changes its pixels: 2 = shorter side resized + centre crop (1 squashed to a square).
+DECODE_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -27,7 +31,7 @@ def source_key(cfg: DatasetConfig, paths: Sequence[str]) -> str:
     """Key of the decoded-array cache: the decoding options and each source file's identity
     (resolved path or URI, size, modification time), so a changed file is decoded again."""
     h = hashlib.sha256()
-    h.update(repr((cfg.name, cfg.image_column, cfg.label_column, cfg.image_size)).encode())
+    h.update(repr((cfg.name, cfg.image_column, cfg.label_column, cfg.image_size, DECODE_VERSION)).encode())
     for p in paths:
         if is_remote(p):  # one object (a directory was resolved to its train/test files before)
             info = file_info(p)
@@ -43,9 +47,10 @@ def source_key(cfg: DatasetConfig, paths: Sequence[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def load_cached(cfg: DatasetConfig, path: str, loader: Callable[[str, DatasetConfig], ImageSet]) -> ImageSet:
-    """Decode ``path`` once: later calls with the same file and options read the cached arrays."""
-    cache = cache_dir() / f"{cfg.name}-{source_key(cfg, [path])}.npz"
+def load_cached(cfg: DatasetConfig, path: Source, loader: Callable[[Source, DatasetConfig], ImageSet]) -> ImageSet:
+    """Decode ``path`` (a file, a folder or a split's shards) once: later calls with the same files
+    and options read the cached arrays."""
+    cache = cache_dir() / f"{cfg.name}-{source_key(cfg, shards(path))}.npz"
     if cache.exists():
         try:
             with np.load(cache, allow_pickle=False) as z:

@@ -30,13 +30,35 @@ def image_mode(blob: bytes) -> str:
         return "L" if _is_grey(im.mode) else "RGB"
 
 
-def decode_one(blob: bytes, size: int | None, mode: str) -> np.ndarray:
-    """One encoded image as (C, H, W) uint8 in ``mode``, resized to ``size`` x ``size`` if given."""
+def fit_shorter_side(im: Any, size: int) -> Any:
+    """``im`` resized (bilinear) so that its shorter side is ``size``, keeping its aspect ratio."""
+    w, h = im.size
+    if min(w, h) == size:
+        return im
+    scale = size / min(w, h)
+    return im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+
+
+def crop_offsets(h: int, w: int, size: int, rng: np.random.Generator | None) -> tuple[int, int]:
+    """(top, left) of a ``size`` x ``size`` crop of an h x w image: the centre without ``rng``,
+    uniformly random with it."""
+    if rng is None:
+        return (h - size) // 2, (w - size) // 2
+    return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+
+
+def decode_one(blob: bytes, size: int | None, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """One encoded image as (C, H, W) uint8 in ``mode``. With ``size``: the shorter side resized to
+    ``size``, then a ``size`` x ``size`` crop (the centre, or a random one drawn from ``rng``);
+    the aspect ratio is kept, never squashed."""
     with Image.open(io.BytesIO(blob)) as im:
         im = _convert(im, mode)
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
+        if size is not None:
+            im = fit_shorter_side(im, size)
         arr = np.asarray(im, dtype=np.uint8)
+    if size is not None:
+        top, left = crop_offsets(arr.shape[0], arr.shape[1], size, rng)
+        arr = arr[top:top + size, left:left + size]
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, H, W)
 
 

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sslsweep.data.prepare import class_names
-from sslsweep.data.sources import first_image, read_labelled
+from sslsweep.data.sources import class_names, first_image, read_labelled
 from sslsweep.data.splits import make_splits
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -109,27 +109,70 @@ def _child(path: str, name: str) -> str:
     return f"{path.rstrip('/')}/{name}" if is_remote(path) else str(Path(local_path(path)) / name)
 
 
-def parquet_files(path: str) -> tuple[str, str | None]:
-    """(train file, test file or None) for a file or a directory holding train.parquet/test.parquet.
+Source = Union[str, Tuple[str, ...]]  # one file or folder, or the shards of one split (sorted)
 
-    ``path`` may be a local path or a URI (``s3://bucket/cifar10``): a URI is read through
-    pyarrow's filesystems on the driver only, and the decoded arrays reach the trials through
-    Ray's object store, so no other node needs the file."""
+
+def shards(source: Source) -> list[str]:
+    """The files of a source: itself, or its shards in order."""
+    return [source] if isinstance(source, str) else list(source)
+
+
+def _split_of(rel: str) -> str | None:
+    """``train``/``test`` for a shard's path relative to the dataset directory, in the Hugging Face
+    layouts: ``data/train-00000-of-00004.parquet``, ``train/0000.parquet``, ``train.parquet``."""
+    parts = rel.split("/")
+    for split in ("train", "test"):
+        if parts[-1].startswith(split) or split in parts[:-1]:
+            return split
+    return None
+
+
+def _parquet_shards(path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(train shards, test shards) of a directory in the Hugging Face layout, listed (recursively)
+    without reading them; sorted, so every node sees the same order."""
+    fs, inner = _open_fs(path)
+    base, _, query = path.partition("?")
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    except Exception as exc:  # noqa: BLE001 - access denied, endpoint unreachable
+        raise ConfigError("dataset.path", path, f"cannot list ({type(exc).__name__}: {_first_line(exc)})") from None
+    found: dict[str, list[str]] = {"train": [], "test": []}
+    for info in infos:
+        if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
+            continue
+        rel = info.path[len(inner.rstrip("/")) + 1:]
+        split = _split_of(rel)
+        if split is not None:
+            found[split].append(_child(base, rel) + (f"?{query}" if query else ""))
+    return tuple(sorted(found["train"])), tuple(sorted(found["test"]))
+
+
+def parquet_files(path: str) -> tuple[Source, Source | None]:
+    """(train source, test source or None) for a file, a directory holding train.parquet/test.parquet,
+    or a directory of shards in the Hugging Face layout (``data/train-00000-of-00004.parquet``...).
+
+    ``path`` may be a local path or a URI (``s3://bucket/cifar10``), read through pyarrow's
+    filesystems. In memory (``dataset.residency`` device/host) the driver decodes it and the arrays
+    reach the trials through Ray's object store; under ``stream`` every trial reads the shards."""
     info = file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise ConfigError("dataset.path", path, "path does not exist")
     if info.type == pafs.FileType.Directory:
         train = _child(path, "train.parquet")
-        if file_info(train).type != pafs.FileType.File:
-            raise ConfigError("dataset.path", path, "a directory must hold train.parquet")
-        test = _child(path, "test.parquet")
-        return train, (test if file_info(test).type == pafs.FileType.File else None)
+        if file_info(train).type == pafs.FileType.File:
+            test = _child(path, "test.parquet")
+            return train, (test if file_info(test).type == pafs.FileType.File else None)
+        train_shards, test_shards = _parquet_shards(path)
+        if not train_shards:
+            raise ConfigError("dataset.path", path, "a directory must hold train.parquet or train shards "
+                              "(Hugging Face layout: data/train-00000-of-00004.parquet)")
+        return train_shards, (test_shards or None)
     return path, None
 
 
-def source_files(cfg: DatasetConfig) -> tuple[str, str | None]:
+def source_files(cfg: DatasetConfig) -> tuple[Source, Source | None]:
     """(train source, test source or None) of a parquet or imagefolder dataset: a file or folder
-    path, a URI for Parquet; ``dataset.test_path`` wins over a test.parquet beside train.parquet."""
+    path, a URI or shards for Parquet; ``dataset.test_path`` wins over test files beside the train ones."""
     if cfg.name == "parquet":
         train, test = parquet_files(str(cfg.path))
         return train, cfg.test_path or test
@@ -187,15 +230,33 @@ def _labels(table: pa.Table, column: str, path: str) -> np.ndarray:
     return labels
 
 
+def class_names(names: list[str], labels: np.ndarray) -> list[str]:
+    """The source's class names if they cover every label, else the ids ``0..max(labels)``."""
+    return names if len(names) > int(labels.max()) else [str(c) for c in range(int(labels.max()) + 1)]
+
+
 def _parquet_label_classes(labels: np.ndarray) -> list[str]:
     return [str(c) for c in range(int(labels.max()) + 1)] if len(labels) else []
 
 
-def load_parquet(path: str, cfg: DatasetConfig) -> ImageSet:
-    table = _read_parquet_columns(path, cfg, [cfg.image_column, cfg.label_column])
-    labels = _labels(table, cfg.label_column, path)
-    images = decode_images(_image_bytes(table, cfg.image_column, path), cfg.image_size, source=path)
-    return ImageSet(images=images, labels=labels, classes=_parquet_label_classes(labels))
+def read_parquet_labels(source: Source, cfg: DatasetConfig) -> list[np.ndarray]:
+    """The labels of every shard of ``source``, one array per shard, no image read (both
+    configured columns must exist)."""
+    both = [cfg.image_column, cfg.label_column]
+    return [_labels(_read_parquet_columns(p, cfg, [cfg.label_column], required=both), cfg.label_column, p)
+            for p in shards(source)]
+
+
+def load_parquet(path: Source, cfg: DatasetConfig) -> ImageSet:
+    labels, blobs = [], []
+    for p in shards(path):
+        table = _read_parquet_columns(p, cfg, [cfg.image_column, cfg.label_column])
+        labels.append(_labels(table, cfg.label_column, p))
+        blobs += _image_bytes(table, cfg.image_column, p)
+    where = path if isinstance(path, str) else f"{path[0]} (+{len(path) - 1} shards)"
+    images = decode_images(blobs, cfg.image_size, source=where)
+    y = np.concatenate(labels)
+    return ImageSet(images=images, labels=y, classes=_parquet_label_classes(y))
 
 
 def _first_parquet_blob(path: str, cfg: DatasetConfig) -> bytes | None:
@@ -271,7 +332,7 @@ def load_imagefolder(path: str, cfg: DatasetConfig) -> ImageSet:
     return ImageSet(images=images, labels=labels, classes=classes)
 
 
-LOADERS: dict[str, Callable[[str, DatasetConfig], ImageSet]] = {
+LOADERS: dict[str, Callable[[Source, DatasetConfig], ImageSet]] = {
     "parquet": load_parquet,
     "imagefolder": load_imagefolder,
 }
@@ -288,11 +349,8 @@ def read_labelled(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None, li
         return _digits_arrays()[1], None, [str(c) for c in range(10)]
     if cfg.name == "parquet":
         train, test = source_files(cfg)
-        both = [cfg.image_column, cfg.label_column]  # both must exist; only the labels are read
-        y = _labels(_read_parquet_columns(train, cfg, [cfg.label_column], required=both), cfg.label_column, train)
-        yt = None
-        if test is not None:
-            yt = _labels(_read_parquet_columns(test, cfg, [cfg.label_column], required=both), cfg.label_column, test)
+        y = np.concatenate(read_parquet_labels(train, cfg))
+        yt = None if test is None else np.concatenate(read_parquet_labels(test, cfg))
         return y, yt, _parquet_label_classes(y)
     for key, p in (("dataset.path", cfg.path), ("dataset.test_path", cfg.test_path)):
         if p is not None and is_remote(str(p)):
@@ -321,7 +379,8 @@ def first_image(cfg: DatasetConfig) -> np.ndarray | None:
         return (resize(first, cfg.image_size) if cfg.image_size is not None else first)[0]
     train, _ = source_files(cfg)
     if cfg.name == "parquet":
-        blob, where = _first_parquet_blob(train, cfg), f"row 0 of {train}"
+        first = shards(train)[0]
+        blob, where = _first_parquet_blob(first, cfg), f"row 0 of {first}"
     else:
         file = _first_folder_file(train)
         blob, where = (file.read_bytes() if file else None), f"file {file}"

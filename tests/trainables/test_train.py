@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from sslsweep.config import EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.data import Prepared, Splits, fingerprint
+from sslsweep.config import ConfirmConfig, DatasetConfig, EncoderConfig, EvalConfig, TrainerConfig
+from sslsweep.data import Prepared, Splits, fingerprint, prepare
 from sslsweep.trainables.train import (
     DeviceData,
     Diverged,
     Runtime,
+    choose_residency,
+    evaluate_budgets,
     lr_at,
     load_checkpoint,
     make_pretrainer,
@@ -23,6 +25,7 @@ from sslsweep.trainables.train import (
     train_one_epoch,
 )
 from tests.conftest import make_images
+from tests.data.conftest import photos, write_shards
 
 CPU = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
 HP = {"lr": 0.05, "weight_decay": 1e-4, "batch_size": 16, "strength": 0.5, "temperature": 0.5, "crop_min": 0.3,
@@ -178,3 +181,53 @@ def test_read_only_split_indices_from_the_object_store_select_without_a_warning(
         warnings.simplefilter("error")
         picked = dd.images[dd.idx(val)]
     assert torch.equal(picked, torch.from_numpy(data.images[data.splits.val]))
+
+
+# ----------------------------------------------------------------------------- residency
+
+
+def streamed_twin(tmp_path: Path) -> tuple[Prepared, Prepared]:
+    """The same 60 photos (non-square JPEGs in 3 HF-layout shards) prepared in memory and as a stream."""
+    blobs, labels = photos(60)
+    write_shards(tmp_path / "ds", blobs, labels, n_shards=3, row_group=8)
+    base = DatasetConfig(name="parquet", path=str(tmp_path / "ds"), image_size=16, val_fraction=0.2,
+                         test_fraction=0.2, stream_buffer=16, stream_workers=2)
+    return prepare(replace(base, residency="device")), prepare(replace(base, residency="stream"))
+
+
+def test_host_residency_trains_exactly_like_device_residency() -> None:
+    """host keeps the pool in host memory and moves each batch per step, with the device path's
+    permutation: the same seed gives the same epoch losses."""
+    data = tiny_data()
+    losses = {}
+    for residency in ("device", "host"):
+        pre = make_pretrainer("simclr", HP, data, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=4, seed=0)
+        dd = DeviceData.put(data, CPU.device, residency)
+        assert (dd.images.device.type, dd.residency) == ("cpu", residency)
+        losses[residency] = [train_one_epoch(pre, dd.pool()).loss for _ in range(2)]
+    assert losses["host"] == pytest.approx(losses["device"], rel=1e-6)
+
+
+def test_stream_residency_scores_like_memory_and_trains(tmp_path: Path, cache_dir: Path) -> None:
+    """Streamed evaluation reads the in-memory path's pixels (shorter side, centre crop), so one
+    encoder gets the same selection metric and confirm rows from both; a streamed epoch trains
+    (finite loss, whole batches) without the images ever being in memory."""
+    mem, st = streamed_twin(tmp_path)
+    pre = make_pretrainer("simclr", HP, mem, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=2, seed=0)
+    on_device, streamed = DeviceData.put(mem, CPU.device), DeviceData.put(st, CPU.device, "stream")
+    assert streamed.images is None
+    ev = EvalConfig(knn_k=3)
+    assert selection_metric(pre.encoder, streamed, ev, CPU) == selection_metric(pre.encoder, on_device, ev, CPU)
+    confirm = ConfirmConfig(finetune_min_steps=2, finetune_max_steps=2, finetune_lrs=(0.01,))
+    rows = [evaluate_budgets(pre.encoder, d, confirm, [("fraction", 0.5)], CPU, seed=0) for d in (on_device, streamed)]
+    linear = [[r for r in rs if r["protocol"] == "linear"][0] for rs in rows]
+    assert linear[0]["test_acc"] == linear[1]["test_acc"] and linear[0]["n_labels"] == linear[1]["n_labels"]
+    stats = train_one_epoch(pre, streamed.pool())
+    assert np.isfinite(stats.loss) and stats.views == 2 * 16 * (len(st.splits.train) // 16)
+    streamed.close()
+
+
+def test_auto_residency_on_the_cpu_is_device() -> None:
+    data = tiny_data()
+    assert choose_residency(replace(data, residency="auto"), CPU.device, 0.0) == "device"
+    assert choose_residency(replace(data, residency="host"), CPU.device, 0.0) == "host"
