@@ -30,6 +30,8 @@ class TaskEntry:
         contrastive: whether the task has a temperature.
         loads_weights: whether the encoder starts from ``encoder.weights`` (transfer); every other
             task starts from a random init, so ``none`` stays the random-init baseline.
+        single_worker: why the task cannot train on several workers (``resources.workers > 1``,
+            :mod:`sslsweep.trainables.distributed`); empty when it trains there as on one worker.
 
     The rules on a task's hyperparameters live with every other rule, in :data:`sslsweep.rules.HP_RULES`.
     """
@@ -40,21 +42,29 @@ class TaskEntry:
     required: tuple[str, ...] = ()
     contrastive: bool = False
     loads_weights: bool = False
+    single_worker: str = "it is not known to train on several workers as on one"
 
 
 _T = "sslsweep.trainables.tasks"
+_OWN_DRAWS = "its {} are drawn per step for each rank's images, outside the view augmentation"
 TASKS: dict[str, TaskEntry] = {
-    "none": TaskEntry(f"{_T}.none:RandomInit", pretrains=False),
-    "rotation": TaskEntry(f"{_T}.rotation:Rotation"),
-    "simclr": TaskEntry(f"{_T}.simclr:SimCLR", required=("temperature",), contrastive=True),
-    "transfer": TaskEntry(f"{_T}.transfer:Transfer", pretrains=False, loads_weights=True),
-    "autoencoder": TaskEntry(f"{_T}.autoencoder:AutoEncoder", required=("noise", "noise_level")),
-    "exemplar": TaskEntry(f"{_T}.exemplar:Exemplar", required=("surrogate_classes",)),
-    "context": TaskEntry(f"{_T}.context:Context", min_size=16, required=("gap",)),
-    "jigsaw": TaskEntry(f"{_T}.jigsaw:Jigsaw", min_size=12, required=("num_perms",)),
-    "gan": TaskEntry(f"{_T}.gan:DCGAN", required=("g_lr",)),
-    "byol": TaskEntry(f"{_T}.byol:BYOL", required=("ema",)),
-    "simsiam": TaskEntry(f"{_T}.simsiam:SimSiam"),
+    "none": TaskEntry(f"{_T}.none:RandomInit", pretrains=False, single_worker=""),
+    "rotation": TaskEntry(f"{_T}.rotation:Rotation", single_worker=""),
+    "simclr": TaskEntry(f"{_T}.simclr:SimCLR", required=("temperature",), contrastive=True, single_worker=""),
+    "transfer": TaskEntry(f"{_T}.transfer:Transfer", pretrains=False, loads_weights=True, single_worker=""),
+    "autoencoder": TaskEntry(f"{_T}.autoencoder:AutoEncoder", required=("noise", "noise_level"),
+                             single_worker=_OWN_DRAWS.format("noise values")),
+    "exemplar": TaskEntry(f"{_T}.exemplar:Exemplar", required=("surrogate_classes",),
+                          single_worker="its surrogate classes are drawn per step and re-clustered "
+                                        "from the whole pool every epoch"),
+    "context": TaskEntry(f"{_T}.context:Context", min_size=16, required=("gap",),
+                         single_worker=_OWN_DRAWS.format("patch positions")),
+    "jigsaw": TaskEntry(f"{_T}.jigsaw:Jigsaw", min_size=12, required=("num_perms",),
+                        single_worker=_OWN_DRAWS.format("permutations")),
+    "gan": TaskEntry(f"{_T}.gan:DCGAN", required=("g_lr",),
+                     single_worker="its generator has an optimizer of its own, stepped on a loss of its own"),
+    "byol": TaskEntry(f"{_T}.byol:BYOL", required=("ema",), single_worker=""),
+    "simsiam": TaskEntry(f"{_T}.simsiam:SimSiam", single_worker=""),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -69,6 +69,8 @@ class PretextTask(nn.Module):
     """
 
     has_pretext_acc: ClassVar[bool] = False
+    #: set on each rank of a multi-worker trial (:func:`sslsweep.trainables.distributed.join`)
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, encoder: nn.Module, hp: Mapping[str, Any], ctx: TaskContext) -> None:
         super().__init__()
@@ -79,6 +81,12 @@ class PretextTask(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TaskOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def gather_batch(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` (n, ...) of this rank's images -> the whole batch's (N, ...), in the batch's order,
+        differentiably; ``z`` itself on one worker. For a loss that couples the samples of a batch
+        (NT-Xent's negatives): computed on the gathered batch it equals the one-worker loss."""
+        return z if self.gather is None else self.gather(z)
 
     def on_epoch_start(self, pool: torch.Tensor, epoch: int, generator: torch.Generator | None = None) -> None:
         """Called by the training loop before every epoch, including the first after a resume, with

@@ -67,7 +67,8 @@ class SimCLR(PretextTask):
         n = x.shape[0]
         views = self.augment(torch.cat([x, x]), generator)  # (2N, C, S, S): two independent views, one pass
         z = self.projector(self.encoder(views))  # one pass: BN statistics over both views
-        return TaskOutput(loss=self.loss(z[:n], z[n:]), views=2 * n)
+        # on several workers every rank's negatives are the whole global batch's (distributed.py)
+        return TaskOutput(loss=self.loss(self.gather_batch(z[:n]), self.gather_batch(z[n:])), views=2 * n)
 
     def loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """The contrastive loss ``negatives`` selects, on the (N, D) projections of the two views;
