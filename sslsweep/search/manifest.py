@@ -7,6 +7,7 @@ import importlib.metadata as md
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,20 @@ import torch
 
 from sslsweep import __version__
 
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started, from Linux's ``/proc/self/stat`` (its start time in
+    clock ticks since boot) and the boot-time clock; None where either is missing."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5); fields[0] is field 3
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def git_commit() -> str | None:

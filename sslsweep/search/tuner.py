@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,11 +14,17 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sslsweep.config import MethodConfig, ResourcesConfig, SearchConfig
+from sslsweep.search.concurrency import DriverEvents
 from sslsweep.search.searcher import HonestOptunaSearch
 from sslsweep.search.spaces import DefineByRun
 
 
-def resources(cfg: ResourcesConfig) -> dict[str, float]:
+def resources(cfg: ResourcesConfig) -> dict[str, float] | tune.PlacementGroupFactory:
+    """A trial's resources: ``cpu``/``gpu`` for one worker; with ``workers`` > 1 one bundle of them
+    per rank in the trial's placement group (rank 0 is the trial function itself, in bundle 0;
+    :mod:`sslsweep.trainables.distributed` starts the other ranks in the other bundles)."""
+    if cfg.workers > 1:
+        return tune.PlacementGroupFactory([{"CPU": float(cfg.cpu), "GPU": float(cfg.gpu)}] * cfg.workers)
     return {"cpu": float(cfg.cpu), "gpu": float(cfg.gpu)}
 
 
@@ -114,6 +121,14 @@ def run_config(name: str, storage_path: str, max_failures: int, *, tracking: str
     )
 
 
+def sweep_run_config(name: str, storage_path: str, max_failures: int, *, tracking: str = "none",
+                     sweep_dir: Path | None = None) -> tune.RunConfig:
+    """:func:`run_config` of an experiment of a sweep, which runs several experiments at once from
+    driver threads: :class:`~sslsweep.search.concurrency.DriverEvents` comes first in its callbacks."""
+    rc = run_config(name, storage_path, max_failures, tracking=tracking, sweep_dir=sweep_dir)
+    return dataclasses.replace(rc, callbacks=[DriverEvents(), *rc.callbacks])
+
+
 def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: SearchConfig, res: ResourcesConfig,
                  *, metric: str, seed: int, storage_path: str, journal: Path, name: str | None = None,
                  num_samples: int | None = None, top_up: int = 0,
@@ -140,20 +155,21 @@ def search_tuner(trainable: Callable[..., Any], method: MethodConfig, search: Se
         tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=alg, scheduler=scheduler(search, history),
                                     num_samples=(num_samples or search.num_samples) if searched else 1,
                                     reuse_actors=True, max_concurrent_trials=search.max_concurrent or None),
-        run_config=run_config(name or f"search-{method.name}", storage_path, search.max_failures,
-                              tracking=tracking, sweep_dir=sweep_dir),
+        run_config=sweep_run_config(name or f"search-{method.name}", storage_path, search.max_failures,
+                                    tracking=tracking, sweep_dir=sweep_dir),
     )
 
 
 def confirm_tuner(trainable: Callable[..., Any], runs: list[dict[str, Any]], res: ResourcesConfig, *,
-                  max_concurrent: int, storage_path: str, max_failures: int, tracking: str = "none",
+                  name: str, max_concurrent: int, storage_path: str, max_failures: int, tracking: str = "none",
                   sweep_dir: Path | None = None) -> tune.Tuner:
-    """The Tuner of the confirm phase: a grid over (method, best configuration, seed)."""
+    """The Tuner of one method's confirm phase, the experiment ``name`` (``confirm-<method>``):
+    a grid over ``runs``, the method's best configuration once per seed."""
     return tune.Tuner(
         tune.with_resources(trainable, resources(res)),
         param_space={"run": tune.grid_search(runs)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent or None),
-        run_config=run_config("confirm", storage_path, max_failures, tracking=tracking, sweep_dir=sweep_dir),
+        run_config=sweep_run_config(name, storage_path, max_failures, tracking=tracking, sweep_dir=sweep_dir),
     )
 
 

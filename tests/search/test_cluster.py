@@ -29,7 +29,7 @@ def test_sweep_trials_run_on_several_nodes(submitted_sweep: SubmittedSweep, ray_
     trials = pd.read_parquet(s.sweep_dir / "trials.parquet")
     assert set(trials["status"]) == {"completed"} and trials["trial_id"].nunique() == 2
     recorded = set(trials["node_id"].dropna())
-    for f in (s.sweep_dir / "tune" / "confirm").glob("*/result.json"):
+    for f in (s.sweep_dir / "tune" / "confirm-rotation").glob("*/result.json"):
         recorded |= {json.loads(line)["node_id"] for line in f.read_text().splitlines() if line.strip()}
     assert recorded == ray_cluster.worker_node_ids, \
         f"results recorded nodes {recorded}; the worker nodes are {ray_cluster.worker_node_ids}"
@@ -39,10 +39,10 @@ def test_sweep_trials_run_on_several_nodes(submitted_sweep: SubmittedSweep, ray_
     assert len(budget) == 8 and budget["test_acc"].notna().all()
     manifest = json.loads((s.sweep_dir / "manifest.json").read_text())
     assert manifest["finished"] and manifest["progress"] == {"searched": ["rotation"], "confirmed": True,
-                                                             "reported": True}
+                                                             "confirmed_methods": ["rotation"], "reported": True}
     for f in ("report.md", "report.html", "optuna/rotation.journal"):
         assert (s.sweep_dir / f).is_file(), f
-    for experiment in ("search-rotation", "confirm"):
+    for experiment in ("search-rotation", "confirm-rotation"):
         trial_dirs = [d for d in (s.sweep_dir / "tune" / experiment).iterdir() if d.is_dir()]
         assert len(trial_dirs) == 2, experiment
         # every trial wrote its checkpoint into the shared directory, whichever node ran it

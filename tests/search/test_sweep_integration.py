@@ -34,7 +34,8 @@ def sweep_dir(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:  # n
 def test_sweep_writes_every_artifact(sweep_dir: Path) -> None:
     """The sweep directory holds the two tables, the manifest, the Optuna journals, Tune's dir and the report."""
     for name in ("trials.parquet", "budget.parquet", "manifest.json", "report.md", "report.html",
-                 "optuna/simclr.journal", "optuna/rotation.journal", "tune/search-simclr", "tune/confirm"):
+                 "optuna/simclr.journal", "optuna/rotation.journal", "tune/search-simclr", "tune/confirm-simclr",
+                 "tune/confirm-rotation"):
         assert (sweep_dir / name).exists(), name
 
 

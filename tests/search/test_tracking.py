@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 from ray.tune.logger import TBXLoggerCallback
 
 from sslsweep.config import ConfigError, MethodConfig, ResourcesConfig, SearchConfig, from_dictconfig
+from sslsweep.search.concurrency import DriverEvents
 from sslsweep.search.tuner import confirm_tuner, run_config, search_tuner, tracking_callbacks
 
 
@@ -47,11 +48,12 @@ def test_search_and_confirm_tuners_carry_the_callback(tmp_path: Path) -> None:
     tuners = [search_tuner(trainable, method, SearchConfig(scheduler="fifo"), ResourcesConfig(), metric="knn_top1",
                            seed=0, storage_path=str(tmp_path), journal=tmp_path / "j.journal",
                            tracking="tensorboard", sweep_dir=tmp_path),
-              confirm_tuner(trainable, [{"method": "none", "seed": 0}], ResourcesConfig(), max_concurrent=0,
-                            storage_path=str(tmp_path), max_failures=0, tracking="tensorboard", sweep_dir=tmp_path)]
-    for tuner in tuners:
+              confirm_tuner(trainable, [{"method": "none", "seed": 0}], ResourcesConfig(), name="confirm-none",
+                            max_concurrent=0, storage_path=str(tmp_path), max_failures=0, tracking="tensorboard",
+                            sweep_dir=tmp_path)]
+    for tuner in tuners:  # the sweep's own DriverEvents (start-up times, start gate) first, then the tracker
         callbacks = tuner._local_tuner.get_run_config().callbacks
-        assert [type(c) for c in callbacks] == [TBXLoggerCallback]
+        assert [type(c) for c in callbacks] == [DriverEvents, TBXLoggerCallback]
 
 
 def test_mlflow_uses_a_file_store_in_the_sweep_unless_the_environment_names_one(
