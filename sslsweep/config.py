@@ -109,6 +109,11 @@ class DatasetConfig:
     labels_per_class: tuple[int, ...] = ()
     label_selection: tuple[str, ...] = ("random",)
     split_seed: int = 0
+    residency: str = "auto"  # auto | device | host | stream: where a trial keeps the images (data/residency.py)
+    host_memory_gb: float | None = None  # host cap for the decoded array; None -> a share of available memory
+    device_memory_gb: float | None = None  # a trial's GPU share; None -> GPU memory x resources.gpu where seen
+    stream_buffer: int = 4096  # stream residency: images in the shuffle buffer of a trial's reader
+    stream_workers: int = 4  # stream residency: decoding threads of a trial's reader
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class SearchConfig:
 class ResourcesConfig:
     cpu: float = 1
     gpu: float = 0
+    workers: int = 1  # ranks of one trial (DDP, :mod:`sslsweep.trainables.distributed`); cpu/gpu are per rank
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,7 @@ _TYPES: dict[str, tuple[Any, str]] = {
     "bool": (lambda v: isinstance(v, bool), "must be true or false"),
     "str": (lambda v: isinstance(v, str), "must be a string"),
     "int | None": (lambda v: v is None or is_int(v), "must be an integer or null"),
+    "float | None": (lambda v: v is None or is_num(v), "must be a number or null"),
     "str | None": (lambda v: v is None or isinstance(v, str), "must be a string or null"),
     "str | bool": (lambda v: isinstance(v, (str, bool)), "must be a string, true or false"),
     "tuple[float, ...]": (_seq_of(is_num), "must be a list of numbers"),

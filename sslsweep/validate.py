@@ -16,11 +16,13 @@ and the rule. The rules themselves are predicates from :mod:`sslsweep.rules`.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sslsweep.rules import HP_RULES, is_int, is_num, require
+from sslsweep.data.residency import RESIDENCIES, gpu_memory, plan_residency
+from sslsweep.rules import HP_RULES, NEEDS_DEVICE_POOL, is_int, is_num, require
 from sslsweep.schema import SELECTIONS
 from sslsweep.storage import check_scheme, local_path, scheme
 from sslsweep.trainables.tasks import TASKS
@@ -31,13 +33,14 @@ if TYPE_CHECKING:
     from sslsweep.data import DataFacts
 
 DATASETS = ("digits", "parquet", "imagefolder")
-ENCODERS = ("small_cnn", "resnet18")
+ENCODERS = ("small_cnn", "resnet18", "resnet50")  # sslsweep.trainables.encoders.ENCODERS (torch-free here)
 METRICS = ("knn", "linear")
 # tracking value -> (the module its Ray Tune logger callback imports, how to install it)
 TRACKING = {"none": None, "tensorboard": ("tensorboardX", "pip install tensorboardX (part of ray[tune])"),
             "mlflow": ("mlflow", "pip install 'sslsweep[mlflow]'"),
             "wandb": ("wandb", "pip install 'sslsweep[wandb]'")}
 NATIVE_SIZE = {"digits": 8}  # image side of the datasets that ship with a package
+log = logging.getLogger(__name__)
 
 
 def validate(cfg: SweepConfig) -> None:
@@ -83,6 +86,26 @@ def validate_against_data(cfg: SweepConfig, facts: DataFacts) -> None:
                 f"the images are {h}x{w} (height x width); the methods need square images: set dataset.image_size "
                 "to resize them")
         _check_min_size(cfg, h)
+    _check_residency(cfg, facts)
+
+
+def _check_residency(cfg: SweepConfig, facts: DataFacts) -> None:
+    """The residency asked for fits its limit (``auto``: the one chosen, logged with why), and
+    every method can train under it. What is checked here and what in the trial:
+    :mod:`sslsweep.data.residency`."""
+    d, gpu = cfg.dataset, cfg.resources.gpu
+    plan = plan_residency(d, facts, gpu_share=gpu,
+                          gpu_total=gpu_memory() if gpu > 0 and d.device_memory_gb is None else None)
+    log.info("dataset.residency = %s%s: %s", plan.residency, " (auto)" if d.residency == "auto" else "",
+             plan.reason)
+    if plan.residency in ("host", "stream"):
+        for m in cfg.methods:
+            need = NEEDS_DEVICE_POOL.get(m.name)
+            if need is not None and need[0] in m.space and need[1] in m.space[need[0]].bounds():
+                require(False, f"method.{m.name}.space.{need[0]}", need[1],
+                        f"needs the whole train pool on the device at every epoch start; dataset.residency is "
+                        f"{plan.residency}{' (auto: ' + plan.reason + ')' if d.residency == 'auto' else ''}: "
+                        f"use another {need[0]}, or a residency that fits")
 
 
 def _check_splits(d: DatasetConfig, facts: DataFacts) -> None:
@@ -141,6 +164,16 @@ def _check_dataset(d: DatasetConfig) -> None:
     for key, values in (("dataset.label_fractions", d.label_fractions),
                         ("dataset.labels_per_class", d.labels_per_class)):
         require(len(set(values)) == len(values), key, list(values), "has a budget twice; give each once")
+    require(d.residency in RESIDENCIES, "dataset.residency", d.residency, f"must be one of {', '.join(RESIDENCIES)}")
+    require(not (d.residency == "stream" and d.name == "digits"), "dataset.residency", d.residency,
+            "stream reads dataset=parquet or imagefolder; digits is always in memory")
+    for key, gb in (("dataset.host_memory_gb", d.host_memory_gb), ("dataset.device_memory_gb", d.device_memory_gb)):
+        if gb is not None:
+            require(is_num(gb) and gb > 0, key, gb, "must be a number of GiB > 0, or null")
+    require(is_int(d.stream_buffer) and d.stream_buffer >= 1, "dataset.stream_buffer", d.stream_buffer,
+            "must be an integer >= 1 (images held for shuffling)")
+    require(is_int(d.stream_workers) and d.stream_workers >= 1, "dataset.stream_workers", d.stream_workers,
+            "must be an integer >= 1 (decoding threads)")
     sel = list(d.label_selection)
     require(len(sel) > 0, "dataset.label_selection", sel, f"give at least one of {', '.join(SELECTIONS)}")
     for name in sel:
@@ -160,6 +193,9 @@ def _check_encoder(cfg: SweepConfig) -> None:
                 "encoder.weights=ResNet18_Weights.IMAGENET1K_V1, or encoder.weights=/path/to/file.pt")
     if e.weights is not None:
         if re.fullmatch(r"\w+_Weights\.\w+", str(e.weights)):
+            require(str(e.weights).startswith("ResNet18_Weights."), "encoder.weights", e.weights,
+                    "only torchvision ResNet18_Weights.* load by name; for encoder=resnet50 save torchvision's "
+                    "ResNet-50 state dict to a file and give encoder.weights=/path/to/file.pt")
             require(e.name == "resnet18" and e.width == 64, "encoder.weights", e.weights,
                     "torchvision ResNet-18 weights need encoder=resnet18 with encoder.width=64")
         else:
@@ -194,6 +230,9 @@ def _check_resources(r: ResourcesConfig, t: TrainerConfig) -> None:
             "a GPU fraction must be in (0, 1]; more than one GPU must be a whole number")
     require(not (t.device == "cuda" and r.gpu == 0), "trainer.device", t.device,
             "cuda needs resources.gpu > 0 (Ray gives a trial without GPUs none to see)")
+    require(is_int(r.workers) and r.workers >= 1, "resources.workers", r.workers, "must be an integer >= 1")
+    require(r.workers == 1 or r.gpu == 0 or float(r.gpu).is_integer(), "resources.gpu", r.gpu,
+            f"with resources.workers = {r.workers} each rank needs whole GPUs (NCCL cannot put two ranks on one)")
 
 
 def _check_trainer(t: TrainerConfig) -> None:
@@ -264,9 +303,28 @@ def _check_methods(cfg: SweepConfig) -> None:
         for name in TASKS[m.name].required:
             require(name in m.space, f"method.{m.name}.space.{name}", None, "required by this method")
         _check_false_negatives(m)
+        _check_workers(m, cfg.resources.workers)
     size = cfg.dataset.image_size or NATIVE_SIZE.get(cfg.dataset.name)
     if size is not None:  # otherwise known from the data: validate_against_data
         _check_min_size(cfg, size)
+
+
+def _check_workers(m: Any, workers: int) -> None:
+    """A multi-worker trial (``resources.workers > 1``) needs a method that trains on several ranks
+    as on one (:attr:`TaskEntry.single_worker` empty) and batch sizes the ranks split equally."""
+    if workers <= 1 or not TASKS[m.name].pretrains:
+        return
+    why = TASKS[m.name].single_worker
+    require(not why, "resources.workers", workers, f"method {m.name} trains on one worker only: {why}")
+    batch = m.space.get("batch_size")
+    if batch is None:
+        return
+    require(not batch.searched or batch.type == "categorical", f"method.{m.name}.space.batch_size", batch.to_dict(),
+            f"with resources.workers = {workers} the batch size must be fixed or categorical (each value a "
+            "multiple of the workers)")
+    for v in batch.bounds():
+        require(is_int(v) and v % workers == 0, f"method.{m.name}.space.batch_size", v,
+                f"must be a multiple of resources.workers = {workers} (every rank trains on an equal slice)")
 
 
 def _check_false_negatives(m: Any) -> None:

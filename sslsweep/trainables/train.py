@@ -11,23 +11,31 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.data import Prepared, label_subset, typical_subset
+from sslsweep.data import Prepared, StreamReader, label_subset, typical_subset
+from sslsweep.data.residency import fits_device
 from sslsweep.storage import atomic_local_file
 from sslsweep.trainables.encoders import Encoder, build_encoder
 from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, extract_features, finetune,
                                           finetune_steps, knn_top1, linear_probe, rankme)
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, epoch_batch_size
+
+if TYPE_CHECKING:
+    from sslsweep.trainables.distributed import DistContext
+
+
+log = logging.getLogger(__name__)
 
 
 class Diverged(RuntimeError):
@@ -86,6 +94,7 @@ class Pretrainer:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # every result reported, kept in checkpoints
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    dist: DistContext | None = None  # one rank of a multi-worker trial (sslsweep.trainables.distributed)
     gen: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,7 +131,7 @@ def make_pretrainer(method: str, hp: Mapping[str, Any], data: Prepared, encoder_
     """Build encoder, task and optimizers for one sampled configuration, seeded. The trainer's
     optimizer gets every trainable parameter but those of the task's own optimizers."""
     torch.manual_seed(seed)
-    encoder = build_encoder(encoder_config_for(method, encoder_cfg), data.shape[0])
+    encoder = build_encoder(encoder_config_for(method, encoder_cfg), data.shape[0], data.shape[1])
     task = get_task(method)(encoder, hp, task_context(data)).to(runtime.device)
     if runtime.channels_last:
         task = task.to(memory_format=torch.channels_last)
@@ -171,41 +180,61 @@ def backward_and_step(pre: Pretrainer, out: TaskOutput) -> None:
         opt.step()
 
 
-def train_one_epoch(pre: Pretrainer, images: torch.Tensor) -> EpochStats:
-    """One pass over the unlabeled pool ``images`` (uint8, on the device), in shuffled full batches;
-    the task sees the whole pool first (:meth:`PretextTask.on_epoch_start`)."""
+class BatchPool(Protocol):
+    """An unlabeled pool that is not on the device at once (``host`` and ``stream`` residency):
+    it hands out shuffled full batches, uint8 (B, C, H, W) on the device, drawing its randomness
+    from the trial's generator so a resumed trial sees the same epochs."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, pre: Pretrainer, batch_size: int) -> Iterator[torch.Tensor]: ...
+
+
+def train_one_epoch(pre: Pretrainer, images: torch.Tensor | BatchPool) -> EpochStats:
+    """One pass over the unlabeled pool ``images`` in shuffled full batches: a uint8 tensor on the
+    device (``device`` residency: the task sees the whole pool first,
+    :meth:`PretextTask.on_epoch_start`), or a :class:`BatchPool` (``host``, ``stream``: the tasks
+    that need the pool at epoch start are refused there, :data:`sslsweep.rules.NEEDS_DEVICE_POOL`)."""
     bs = epoch_batch_size(pre.hp, len(images))
-    pre.task.on_epoch_start(images, pre.epoch, pre.gen)
-    order = torch.randperm(len(images), generator=pre.gen, device=pre.runtime.device)
     n_steps = len(images) // bs
+    if isinstance(images, torch.Tensor):
+        pre.task.on_epoch_start(images, pre.epoch, pre.gen)
+        order = torch.randperm(len(images), generator=pre.gen, device=pre.runtime.device)
+        batches: Iterator[torch.Tensor] = (images[order[step * bs:(step + 1) * bs]] for step in range(n_steps))
+    else:
+        batches = images.batches(pre, bs)
     base_lr = float(pre.hp["lr"])
     pre.task.train()
     total_loss = torch.zeros((), device=pre.runtime.device)
     total_acc = torch.zeros((), device=pre.runtime.device)
     views, has_acc = 0, False
     t0 = time.perf_counter()
-    for step in range(n_steps):
+    done = 0  # steps taken: a stream that skipped undecodable images may end a step early
+    for step, x in enumerate(batches):
+        x = x if pre.dist is None else pre.dist.shard(x)  # every rank: the same global batch, its own slice
         for group in pre.optimizer.param_groups:
             group["lr"] = lr_at(pre.epoch + step / n_steps, base_lr, pre.max_epochs, pre.warmup_epochs)
         pre.task.progress = min(1.0, (pre.epoch + step / n_steps) / max(pre.max_epochs, 1))
-        x = images[order[step * bs:(step + 1) * bs]]
         with torch.autocast(pre.runtime.device.type, dtype=torch.bfloat16, enabled=pre.runtime.autocast):
-            out = pre.task(x, pre.gen)
+            out = (pre.task if pre.dist is None else pre.dist.module)(x, pre.gen)  # type: ignore[operator]
         backward_and_step(pre, out)
         total_loss += out.loss.detach().float()
         if out.acc is not None:
             total_acc += out.acc.float()
             has_acc = True
         views += out.views
-    loss = total_loss.item() / max(n_steps, 1)  # one host sync per epoch
+        done += 1
+    if pre.dist is not None:  # the global batch's means, all ranks' views
+        total_loss, total_acc, views = pre.dist.epoch_totals(total_loss, total_acc, views)
+    loss = total_loss.item() / max(done, 1)  # one host sync per epoch
     if not math.isfinite(loss):
         raise Diverged(f"pretext loss is {loss} at epoch {pre.epoch + 1} (lr {base_lr:g}, batch size {bs})")
     pre.epoch += 1
-    acc = total_acc.item() / max(n_steps, 1) if has_acc else None
+    acc = total_acc.item() / max(done, 1) if has_acc else None
     return EpochStats(loss=loss, acc=acc, views=views, seconds=time.perf_counter() - t0)
 
 
-def train_epochs(pre: Pretrainer, images: torch.Tensor, n: int) -> EpochStats:
+def train_epochs(pre: Pretrainer, images: torch.Tensor | BatchPool, n: int) -> EpochStats:
     """Up to ``n`` epochs (never past ``max_epochs``); the stats of the last one, time and views summed."""
     stats, seconds, views = None, 0.0, 0
     for _ in range(min(n, pre.max_epochs - pre.epoch)):
@@ -217,25 +246,162 @@ def train_epochs(pre: Pretrainer, images: torch.Tensor, n: int) -> EpochStats:
     return EpochStats(loss=stats.loss, acc=stats.acc, views=views, seconds=seconds)
 
 
+class HostPool:
+    """The train pool in host memory (pinned on CUDA): each batch is gathered on the host into a
+    pinned staging buffer and copied to the device without blocking. The order is the device
+    path's (the same permutation from the trial's generator), so both train alike."""
+
+    def __init__(self, images: torch.Tensor, indices: np.ndarray, device: torch.device) -> None:
+        self.images, self.device = images, device  # (N, C, H, W) uint8 on the host: the whole labelled set
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))  # (n,) the pool's rows in it
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self, pre: Pretrainer, batch_size: int) -> Iterator[torch.Tensor]:
+        order = self.indices[torch.randperm(len(self.indices), generator=pre.gen, device=pre.runtime.device).cpu()]
+        cuda = self.device.type == "cuda"
+        shape = (batch_size, *self.images.shape[1:])
+        staging = [torch.empty(shape, dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
+        copied: list[Any] = [None, None]  # CUDA events: a staging buffer is refilled only once its copy is done
+        for step in range(len(order) // batch_size):
+            k = step % 2
+            if copied[k] is not None:
+                copied[k].synchronize()
+            torch.index_select(self.images, 0, order[step * batch_size:(step + 1) * batch_size], out=staging[k])
+            x = staging[k].to(self.device, non_blocking=cuda)
+            if cuda:
+                copied[k] = torch.cuda.Event()
+                copied[k].record()
+            yield x
+
+
+class StreamPool:
+    """The train pool read from its shards while training (``stream`` residency): an epoch's
+    order (shards, row groups, shuffle buffer, crops) comes from one seed drawn from the trial's
+    generator."""
+
+    def __init__(self, reader: StreamReader, indices: np.ndarray, device: torch.device) -> None:
+        self.reader, self.indices, self.device = reader, indices, device
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self, pre: Pretrainer, batch_size: int) -> Iterator[torch.Tensor]:
+        seed = int(torch.randint(2 ** 62, (1,), generator=pre.gen, device=pre.runtime.device).item())
+        for images, _ in self.reader.batches(self.indices, batch_size, seed=seed, drop_last=True):
+            yield _to_device(images, self.device)
+
+
+def _to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(images)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x
+
+
+def choose_residency(data: Prepared, device: torch.device, gpu_share: float) -> str:
+    """The trial's residency: ``stream`` and ``host`` as planned; ``device`` checked against this
+    trial's GPU (its share of the total, and what is free now), ``auto`` falling back to ``host``
+    when the array does not fit there. On the CPU, ``auto`` is ``device``."""
+    if data.residency in ("stream", "host") or device.type != "cuda":
+        return "device" if data.residency == "auto" else data.residency
+    free, total = torch.cuda.mem_get_info(device)
+    share = gpu_share if gpu_share > 0 else 1.0
+    if fits_device(data.nbytes, free, share, total):
+        return "device"
+    limit = min(free, int(total * min(share, 1.0)))
+    why = (f"the decoded images need {data.nbytes / 2 ** 30:.2f} GiB, more than this trial's GPU share "
+           f"({limit / 2 ** 30:.2f} GiB of {total / 2 ** 30:.2f} GiB, share {share:g}, free now {free / 2 ** 30:.2f})")
+    if data.residency == "device":
+        raise RuntimeError(f"dataset.residency = 'device': {why}: use host, stream or auto")
+    log.info("dataset.residency = host (auto, in the trial): %s", why)
+    return "host"
+
+
 @dataclass
 class DeviceData:
-    """The prepared arrays moved to the device once per trial (uint8: a quarter of float32)."""
+    """The prepared data as one trial holds it, by residency (:mod:`sslsweep.data.residency`):
 
-    images: torch.Tensor
+    - ``device``: ``images`` on the device, moved once per trial (uint8: a quarter of float32).
+    - ``host``: ``images`` in host memory (pinned on CUDA), batches moved per step.
+    - ``stream``: no ``images``; ``reader`` reads them from the shards.
+
+    ``labels`` are on the device in every case (N int64: small)."""
+
+    images: torch.Tensor | None
     labels: torch.Tensor
     data: Prepared
+    residency: str = "device"
+    reader: StreamReader | None = None
+    on: torch.device | None = None  # the trial's device, where ``images`` is not on it (host, stream)
 
     @staticmethod
-    def put(data: Prepared, device: torch.device) -> "DeviceData":
-        # arrays from Ray's object store are read-only: copy into torch-owned memory on the way
-        return DeviceData(torch.tensor(data.images, device=device), torch.tensor(data.labels, device=device), data)
+    def put(data: Prepared, device: torch.device, residency: str = "device") -> "DeviceData":
+        labels = torch.tensor(data.labels, device=device)
+        if residency == "stream":
+            if data.stream is None:
+                raise ValueError("dataset.residency = 'stream': the prepared data holds no stream index")
+            reader = StreamReader(data.stream, buffer=data.stream_buffer, workers=data.stream_workers)
+            return DeviceData(None, labels, data, residency, reader, device)
+        if data.images is None:
+            raise ValueError(f"dataset.residency = {residency!r}: the prepared data was streamed, not decoded")
+        if residency == "host":
+            # arrays from Ray's object store are read-only: copied once into torch-owned (pinned) memory
+            host = torch.tensor(data.images)
+            return DeviceData(host.pin_memory() if device.type == "cuda" else host, labels, data, residency, None, device)
+        return DeviceData(torch.tensor(data.images, device=device), labels, data)
+
+    @property
+    def device(self) -> torch.device:
+        return self.on if self.on is not None else self.images.device  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
     def idx(self, indices: np.ndarray) -> torch.Tensor:
         # a copy: split indices from the object store are read-only too (and small)
-        return torch.tensor(indices, device=self.images.device)
+        return torch.tensor(indices, device=self.device)
 
-    def pool(self) -> torch.Tensor:
-        return self.images[self.idx(self.data.splits.train)]
+    def pool(self) -> torch.Tensor | BatchPool:
+        """The unlabeled train pool: a device tensor (``device``) or a :class:`BatchPool`."""
+        train = self.data.splits.train
+        if self.residency == "stream":
+            return StreamPool(self.reader, train, self.device)  # type: ignore[arg-type]
+        if self.residency == "host":
+            return HostPool(self.images, train, self.device)  # type: ignore[arg-type]
+        return self.images[self.idx(train)]  # type: ignore[index]
+
+    def features(self, encoder: Encoder, indices: np.ndarray, *, autocast: bool,
+                 chunk: int = 4096) -> tuple[torch.Tensor, np.ndarray]:
+        """(features (n, D) on the device, the indices they are of): ``indices`` in order, less any
+        image the stream skipped as undecodable (counted by the reader, logged with its file)."""
+        if self.residency == "device":
+            return extract_features(encoder, self.images[self.idx(indices)], autocast=autocast), indices  # type: ignore[index]
+        if self.residency == "host":
+            parts = [extract_features(encoder, self.images[torch.tensor(indices[i:i + chunk])].to(self.device),  # type: ignore[index]
+                                      autocast=autocast) for i in range(0, len(indices), chunk)]
+            return (torch.cat(parts) if parts else torch.zeros(0, encoder.out_dim, device=self.device)), indices
+        feats, got = [], []
+        for images, pos in self.reader.batches(indices, 512):  # type: ignore[union-attr]
+            feats.append(extract_features(encoder, _to_device(images, self.device), autocast=autocast))
+            got.append(pos)
+        if not feats:
+            return torch.zeros(0, encoder.out_dim, device=self.device), indices[:0]
+        pos = np.concatenate(got)
+        order = np.argsort(pos, kind="stable")
+        return torch.cat(feats)[torch.as_tensor(order, device=self.device)], np.asarray(indices)[pos[order]]
+
+    def materialize(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of ``indices`` on the device: a label budget's subset, or the splits a
+        fine-tuned model is scored on. Under ``stream`` read whole (centre crops), less skipped images."""
+        if self.residency == "stream":
+            images, kept = self.reader.materialize(indices)  # type: ignore[union-attr]
+            return _to_device(images, self.device), self.labels[self.idx(np.asarray(indices)[kept])]
+        if self.residency == "host":
+            return self.images[torch.tensor(indices)].to(self.device), self.labels[self.idx(indices)]  # type: ignore[index]
+        return self.images[self.idx(indices)], self.labels[self.idx(indices)]  # type: ignore[index]
 
 
 def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime: Runtime, *, seed: int = 0) -> float:
@@ -247,15 +413,15 @@ def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime:
     split's features; no label array is touched."""
     data = dd.data
     if cfg.selection == "label_free":
-        return rankme(extract_features(encoder, dd.images[dd.idx(data.splits.val)], autocast=runtime.autocast))
+        return rankme(dd.features(encoder, data.splits.val, autocast=runtime.autocast)[0])
     bank_idx = label_subset(data.labels, data.splits.train, seed=seed, fraction=cfg.select_fraction)
-    bank = extract_features(encoder, dd.images[dd.idx(bank_idx)], autocast=runtime.autocast)
-    val = extract_features(encoder, dd.images[dd.idx(data.splits.val)], autocast=runtime.autocast)
+    bank, bank_idx = dd.features(encoder, bank_idx, autocast=runtime.autocast)
+    val, val_idx = dd.features(encoder, data.splits.val, autocast=runtime.autocast)
     if cfg.metric == "knn":
-        return knn_top1(bank, dd.labels[dd.idx(bank_idx)], val, dd.labels[dd.idx(data.splits.val)],
+        return knn_top1(bank, dd.labels[dd.idx(bank_idx)], val, dd.labels[dd.idx(val_idx)],
                         k=cfg.knn_k, num_classes=data.num_classes)
     return linear_probe(bank.cpu().numpy(), data.labels[bank_idx],
-                        {"val": (val.cpu().numpy(), data.labels[data.splits.val])}, seed=seed)["val"]
+                        {"val": (val.cpu().numpy(), data.labels[val_idx])}, seed=seed, device=runtime.device)["val"]
 
 
 def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, dataset_budgets: list[tuple[str, float]],
@@ -272,37 +438,37 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
     with the columns of ``budget.parquet``.
     """
     data = dd.data
-    val_i, test_i = data.splits.val, data.splits.test
-    feats = {
-        "train": extract_features(encoder, dd.pool(), autocast=runtime.autocast).cpu().numpy(),
-        "val": extract_features(encoder, dd.images[dd.idx(val_i)], autocast=runtime.autocast).cpu().numpy(),
-        "test": extract_features(encoder, dd.images[dd.idx(test_i)], autocast=runtime.autocast).cpu().numpy(),
-    }
-    pos = {int(g): i for i, g in enumerate(data.splits.train)}  # full index -> row of feats["train"]
+    feats, kept = {}, {}
+    for split in ("train", "val", "test"):
+        f, kept[split] = dd.features(encoder, getattr(data.splits, split), autocast=runtime.autocast)
+        feats[split] = f.cpu().numpy()
+    val_i, test_i, train_i = kept["val"], kept["test"], kept["train"]  # all of each split but skipped images
+    pos = {int(g): i for i, g in enumerate(train_i)}  # full index -> row of feats["train"]
     rows = []
     ft_cfg = FinetuneConfig(batch_size=cfg.finetune_batch_size)
 
     def steps_for(n: int) -> int:
         return finetune_steps(n, epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
                               min_steps=cfg.finetune_min_steps, max_steps=cfg.finetune_max_steps)
+    # scored after fine-tuning: on the device whole (finetune takes tensors; under stream read once)
+    val_xy, test_xy = dd.materialize(data.splits.val), dd.materialize(data.splits.test)
     for selection, (kind, value) in itertools.product(selections, dataset_budgets):
         sub = label_subset(data.labels, data.splits.train, seed=seed,
                            **({"fraction": value} if kind == "fraction" else {"per_class": int(value)}))
+        sub = sub[[int(i) in pos for i in sub]]  # a streamed image that did not decode has no features
         t0 = time.perf_counter()  # the linear row's time includes choosing the subset
         if selection == "typical":  # the random subset gave the count only: equal labels, equal cost
-            sub = data.splits.train[typical_subset(feats["train"], len(sub), seed=seed)]
+            sub = train_i[typical_subset(feats["train"], len(sub), seed=seed)]
         acc = linear_probe(feats["train"][[pos[int(i)] for i in sub]], data.labels[sub],
                            {"val": (feats["val"], data.labels[val_i]), "test": (feats["test"], data.labels[test_i])},
-                           c=cfg.linear_c, seed=seed)
+                           c=cfg.linear_c, seed=seed, device=runtime.device)
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="linear", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
         t0 = time.perf_counter()  # the finetune row's time includes choosing its lr
-        sub_x, sub_y = dd.images[dd.idx(sub)], dd.labels[dd.idx(sub)]
+        sub_x, sub_y = dd.materialize(sub)
         choice = choose_finetune_lr(encoder, data.num_classes, sub_x, sub_y, cfg.finetune_lrs, steps_for, ft_cfg,
                                     seed=seed, autocast=runtime.autocast)  # reads only the budget's labels
-        acc = finetune(encoder, data.num_classes, sub_x, sub_y,
-                       {"val": (dd.images[dd.idx(val_i)], dd.labels[dd.idx(val_i)]),
-                        "test": (dd.images[dd.idx(test_i)], dd.labels[dd.idx(test_i)])},
+        acc = finetune(encoder, data.num_classes, sub_x, sub_y, {"val": val_xy, "test": test_xy},
                        replace(ft_cfg, lr=choice.lr, steps=steps_for(len(sub))), seed=seed, autocast=runtime.autocast)
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0,

@@ -23,7 +23,9 @@ from ray import tune
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
 from sslsweep.data import Prepared
+from sslsweep.rules import NEEDS_DEVICE_POOL
 from sslsweep.schema import TRIAL_KEYS
+from sslsweep.trainables.distributed import start_workers, stop_workers
 from sslsweep.trainables.encoders import build_encoder
 from sslsweep.trainables.tasks import encoder_config_for
 from sslsweep.trainables.train import (
@@ -32,6 +34,7 @@ from sslsweep.trainables.train import (
     EpochStats,
     Pretrainer,
     Runtime,
+    choose_residency,
     evaluate_budgets,
     load_checkpoint,
     make_pretrainer,
@@ -58,6 +61,7 @@ class TrialSettings:
     num_threads: int | None
     budgets: tuple[tuple[str, float], ...] = ()
     selections: tuple[str, ...] = ("random",)  # dataset.label_selection
+    workers: int = 1  # resources.workers: DDP ranks, one per bundle of the trial's placement group
 
 
 def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
@@ -71,6 +75,29 @@ def _node() -> str:
     if not ray.is_initialized():  # outside Ray (tests of the loop): asking would start a local Ray
         return "local"
     return ray.get_runtime_context().get_node_id()
+
+
+def _gpu_share() -> float:
+    """The GPUs Ray gave this trial (a fraction when several share one), 0 outside a Ray worker
+    (a driver has no assigned resources: Ray refuses to say)."""
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return 0.0
+    return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+
+
+def device_data(data: Prepared, runtime: Runtime) -> DeviceData:
+    """The trial's data at the residency this trial's device allows (:func:`choose_residency`)."""
+    return DeviceData.put(data, runtime.device, choose_residency(data, runtime.device, _gpu_share()))
+
+
+def _check_pool_access(method: str, hp: dict[str, Any], dd: DeviceData) -> None:
+    """A task that needs the whole pool on the device at epoch start cannot train from a host or
+    streamed pool (validation refuses it before Ray starts; this catches an ``auto`` that the
+    trial itself moved to ``host``)."""
+    need = NEEDS_DEVICE_POOL.get(method)
+    if need is not None and dd.residency != "device" and hp.get(need[0]) == need[1]:
+        raise ValueError(f"method.{method}.space.{need[0]} = {need[1]!r}: needs the whole train pool on the device "
+                         f"at every epoch start; this trial holds it in {dd.residency} residency")
 
 
 def _checkpoint_candidates(ckpt: tune.Checkpoint) -> list[tune.Checkpoint]:
@@ -136,9 +163,12 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
     of memory) and reported that as its last result."""
     if not pretrains(method):
         return None, True
+    _check_pool_access(method, hp, dd)
     pre = make_pretrainer(method, hp, data, s.encoder, s.trainer, runtime, max_epochs=epochs, seed=seed)
     restore_latest(pre, tune.get_checkpoint())
     start_epoch = pre.epoch  # > 0 when this attempt resumed from a checkpoint
+    if s.workers > 1:  # ranks 1.. start from the state restored above; stopped by _release
+        start_workers(pre, method, data, s.encoder, s.trainer, s.num_threads, dd.residency, s.workers)
     pool = dd.pool()
     while pre.epoch < epochs:
         result = None
@@ -167,6 +197,7 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
             metrics["history"] = json.dumps(pre.history)
         pre.history.append({k: v for k, v in metrics.items() if k != "history"})
         _report(metrics, pre)
+    stop_workers(pre)  # the other ranks are done: rank 0 evaluates alone from here
     return pre, True
 
 
@@ -186,6 +217,7 @@ def _freeze_imports_once() -> None:
 def _release(runtime: Runtime) -> None:
     """Give device memory back when a trial ends or is stopped: with reused actors the process
     lives on, and trials sharing the GPU need the memory."""
+    stop_workers()  # a multi-worker trial's other ranks, when it ends early or is stopped
     gc.collect()
     if runtime.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -205,13 +237,17 @@ def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings
 def _search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
     t0 = time.time()
     method, seed, hp = split_config(config)
-    dd = DeviceData.put(data, runtime.device)
-    if not pretrains(method):  # random init: one report at epoch 0
-        torch.manual_seed(seed)
-        encoder = build_encoder(encoder_config_for(method, settings.encoder), data.shape[0]).to(runtime.device)
-        tune.report(_progress(None, None, t0) | {settings.metric: selection_metric(encoder, dd, settings.eval, runtime)})
-        return
-    _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
+    dd = device_data(data, runtime)
+    try:
+        if not pretrains(method):  # random init: one report at epoch 0
+            torch.manual_seed(seed)
+            encoder = build_encoder(encoder_config_for(method, settings.encoder), *data.shape[:2]).to(runtime.device)
+            tune.report(_progress(None, None, t0) | {settings.metric: selection_metric(encoder, dd, settings.eval,
+                                                                                       runtime)})
+            return
+        _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
+    finally:
+        dd.close()
 
 
 def confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
@@ -228,14 +264,22 @@ def confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSetting
 def _confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
     t0 = time.time()
     method, seed, hp = split_config(config)
-    dd = DeviceData.put(data, runtime.device)
+    dd = device_data(data, runtime)
+    try:
+        _confirm_with(method, seed, hp, data, settings, runtime, dd, t0)
+    finally:
+        dd.close()
+
+
+def _confirm_with(method: str, seed: int, hp: dict[str, Any], data: Prepared, settings: TrialSettings,
+                  runtime: Runtime, dd: DeviceData, t0: float) -> None:
     pre, finished = _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, False, t0)
     if not finished:
         return
     pretrain_s = time.time() - t0
     if pre is None:
         torch.manual_seed(seed)
-        encoder = build_encoder(encoder_config_for(method, settings.encoder), data.shape[0]).to(runtime.device)
+        encoder = build_encoder(encoder_config_for(method, settings.encoder), *data.shape[:2]).to(runtime.device)
     else:
         encoder = pre.encoder
     rows = evaluate_budgets(encoder, dd, settings.confirm, list(settings.budgets), runtime, seed=seed,
