@@ -77,9 +77,9 @@ def cost_table(manifests: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
     Columns: ``sweep_id``, ``method``, ``phase`` (search/confirm), ``wall_s``, ``device_s``,
     ``device_h`` (device-seconds / 3600; devices are GPUs if any, else CPUs). ``wall_s`` is the
-    wall time of the method's search for ``search`` (methods are searched one after another) and
-    the sum of its confirm trials' own seconds for ``confirm`` (all methods' confirm trials share
-    one Tune run, so per method only trial-seconds exist; the phase's wall time is ``phase_table``'s).
+    wall time of the method's own search experiment for ``search`` (every method searches at once,
+    so these overlap and do not add up to the phase's wall time, which is ``phase_table``'s) and
+    the sum of its confirm trials' own seconds for ``confirm``.
     """
     rows = []
     for manifest in manifests:
