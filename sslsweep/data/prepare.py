@@ -107,10 +107,11 @@ def planned_residency(cfg: DatasetConfig) -> str:
     return "stream" if plan_residency(cfg, facts).residency == "stream" else "auto"
 
 
-def prepare(cfg: DatasetConfig) -> Prepared:
+def prepare(cfg: DatasetConfig, *, stream: bool | None = None) -> Prepared:
     """Load, decode (cached), resize and split the dataset named by ``cfg``; under ``stream``
-    residency, index it instead (nothing decoded)."""
-    residency = planned_residency(cfg)
+    residency, index it instead (nothing decoded). ``stream`` True / False overrides ``auto``'s
+    plan (a resumed sweep keeps the class its fingerprint was made with: :func:`stream_fingerprint`)."""
+    residency = planned_residency(cfg) if stream is None else ("stream" if stream else "auto")
     if residency == "stream":
         return _prepare_stream(cfg)
     if cfg.name == "digits":

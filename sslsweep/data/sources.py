@@ -8,6 +8,7 @@ Labels and file listings are read without decoding an image (:func:`read_labels`
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, Tuple, Union
@@ -121,8 +122,8 @@ def _split_of(rel: str) -> str | None:
     """``train``/``test`` for a shard's path relative to the dataset directory, in the Hugging Face
     layouts: ``data/train-00000-of-00004.parquet``, ``train/0000.parquet``, ``train.parquet``."""
     parts = rel.split("/")
-    for split in ("train", "test"):
-        if parts[-1].startswith(split) or split in parts[:-1]:
+    for split in ("train", "test"):  # train-00000-of-..., train_0.parquet, train.parquet; not trainval-*
+        if re.match(rf"{split}([-_.]\d|\.parquet$)", parts[-1]) or split in parts[:-1]:
             return split
     return None
 

@@ -34,7 +34,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -222,6 +222,8 @@ class StreamReader:
     def _decode(self, item: _Item, crop_seed: int | None) -> np.ndarray | None:
         where = self.index.files[item.file]
         try:
+            if item.blob is None and self.index.kind == "parquet":
+                raise ValueError("the image cell is empty")
             blob = item.blob if item.blob is not None else Path(where).read_bytes()
             rng = None if crop_seed is None else np.random.default_rng((crop_seed, item.pos))
             out = decode_one(blob, self.index.size, self.index.mode, rng)
@@ -302,20 +304,28 @@ def _prefetched(gen: Iterator[tuple[np.ndarray, np.ndarray]], depth: int) -> Ite
     stop = threading.Event()
     done = object()
 
+    def put(item: Any) -> bool:
+        """Hand ``item`` to the consumer unless it stopped reading; False once it has."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run() -> None:
         try:
             for item in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(done)
+            put(done)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
+            put(exc)
+        finally:
+            close = getattr(gen, "close", None)  # a generator: its open shard reads end with it
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=run, name="sslsweep-stream", daemon=True)
     thread.start()

@@ -133,14 +133,19 @@ class Sweep:
 
     def _prepare(self) -> Prepared:
         """The data, decoded once; checked against the fingerprint a resumed sweep started with."""
-        data = prepare(self.cfg.dataset)
-        if self.manifest.get("dataset", {}).get("fingerprint") not in (None, data.fingerprint):
+        started = self.manifest.get("dataset", {}).get("fingerprint")
+        stream = None  # a resumed sweep under residency=auto reads its data as it started: same fingerprint kind
+        if started is not None and self.cfg.dataset.residency == "auto":
+            stream = started.startswith("stream-")
+        data = prepare(self.cfg.dataset, stream=stream)
+        if started not in (None, data.fingerprint):
             raise ValueError(f"resume: the dataset changed since the sweep started (fingerprint "
                              f"{self.manifest['dataset']['fingerprint']} -> {data.fingerprint})")
         self.manifest["dataset"] = {
             "name": self.cfg.dataset.name, "path": self.cfg.dataset.path, "fingerprint": data.fingerprint,
             "n_train": int(len(data.splits.train)), "n_val": int(len(data.splits.val)),
-            "n_test": int(len(data.splits.test)), "num_classes": data.num_classes, "shape": list(data.shape)}
+            "n_test": int(len(data.splits.test)), "num_classes": data.num_classes, "shape": list(data.shape),
+            "residency": data.residency}
         self.save_manifest()
         log.info("sweep %s: %s, %d train / %d val / %d test images %s", self.manifest["sweep_id"],
                  self.cfg.dataset.name, len(data.splits.train), len(data.splits.val), len(data.splits.test),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -303,7 +304,18 @@ class RankWorker:
         connect(self.pre, init_method, rank, world)
 
     def train(self) -> int:
-        train_rank(self.pre, self.pool)
+        """Train in lockstep with rank 0. A rank that fails ends its process after logging why:
+        an actor method's exception leaves the process, and its sockets, alive, and rank 0 would
+        wait in its next collective until the process group's timeout; with the process gone, gloo
+        raises in rank 0 at once and the trial fails (Tune's retry resumes it from its checkpoint).
+        NCCL notices a dead peer only at the timeout."""
+        try:
+            train_rank(self.pre, self.pool)
+        except BaseException as exc:  # noqa: BLE001 - logged, then the process ends
+            log.error("rank %s of a multi-worker trial failed at epoch %d: %s: %s",
+                      self.pre.dist.rank if self.pre.dist else "?", self.pre.epoch + 1, type(exc).__name__, exc)
+            logging.shutdown()
+            os._exit(1)
         return self.pre.epoch
 
 

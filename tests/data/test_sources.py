@@ -119,3 +119,16 @@ def test_imagefolder_test_class_missing_from_train_is_named(tmp_path: Path, cach
                         image_size=8)
     with pytest.raises(ConfigError, match=r"dataset.test_path = .*: class folder 'wolf' is not a train class \(cat, dog\)"):
         read_labels(cfg)
+
+
+@pytest.mark.parametrize("rel,split", [
+    ("data/train-00000-of-00004.parquet", "train"), ("train/0000.parquet", "train"), ("train.parquet", "train"),
+    ("data/train_0.parquet", "train"), ("data/test-00000-of-00001.parquet", "test"), ("test.parquet", "test"),
+    ("data/trainval-00000-of-00002.parquet", None), ("train_unlabeled-00000.parquet", None), ("notes.parquet", None)])
+def test_shards_belong_to_a_split_by_the_hugging_face_names_only(rel: str, split: str | None) -> None:
+    """A shard is train or test by Hugging Face's names (``train-00000-of-...``, ``train/``,
+    ``train.parquet``); other files whose names merely start with it (``trainval-*``,
+    ``train_unlabeled-*``, with label -1) are not merged into the train split."""
+    from sslsweep.data.sources import _split_of
+
+    assert _split_of(rel) == split

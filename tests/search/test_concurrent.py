@@ -214,3 +214,30 @@ def test_a_sweep_confirmed_in_one_experiment_resumes_as_confirmed(tmp_path: Path
         old._upgrade_progress()
         assert old.manifest["progress"]["confirmed_methods"] == expected
         assert {m: len(r) for m, r in old.budget.items()} == {m: 2 for m in expected}
+
+
+def test_a_resumed_auto_sweep_reads_its_data_as_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``dataset.residency=auto`` the driver's plan (stream or in memory) depends on the memory
+    free at that moment, and the two kinds of fingerprint differ: a resumed sweep must read its data
+    the way it started (the kind its recorded fingerprint names), never fail as 'the dataset changed'
+    because the machine had more or less memory free. A new sweep lets auto plan."""
+    from sslsweep.search import sweep as sweep_mod
+
+    cfg, raw = compose_cfg("experiment=smoke", "method=[none]", f"storage={tmp_path}")
+    asked: list[bool | None] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_prepare(dataset_cfg, *, stream=None):  # noqa: ANN001, ANN202
+        asked.append(stream)
+        raise Stop
+
+    monkeypatch.setattr(sweep_mod, "prepare", fake_prepare)
+    for recorded, expected in ((None, None), ("stream-0123abcd", True), ("0123abcd", False)):
+        s = sweep_mod.Sweep.create(cfg, raw)
+        if recorded is not None:
+            s.manifest["dataset"] = {"fingerprint": recorded}
+        with pytest.raises(Stop):
+            s._prepare()
+        assert asked[-1] is expected
