@@ -97,14 +97,18 @@ def _prepare_stream(cfg: DatasetConfig) -> Prepared:
 
 def planned_residency(cfg: DatasetConfig) -> str:
     """``dataset.residency`` as the driver can plan it without knowing the trial's GPU: ``stream``
-    if asked for or if ``auto`` finds the data larger than the host cap, else what was asked."""
+    if asked for or if ``auto`` finds the data larger than the host cap, ``host`` if ``auto`` finds
+    it larger than ``dataset.device_memory_gb``, else what was asked (``auto``: the trial decides)."""
     if cfg.residency != "auto" or cfg.name == "digits":  # digits (1,797 images of 8x8) always fit
         return cfg.residency
     try:
         facts = read_facts(cfg)
     except (OSError, ValueError):  # unreadable data: the in-memory loader names the file and row, as always
         return "auto"
-    return "stream" if plan_residency(cfg, facts).residency == "stream" else "auto"
+    # host is planned here only against dataset.device_memory_gb (the GPU is unknown to this
+    # call): that cap stands; a device plan is checked again by the trial against its real GPU
+    planned = plan_residency(cfg, facts).residency
+    return planned if planned in ("stream", "host") else "auto"
 
 
 def prepare(cfg: DatasetConfig, *, stream: bool | None = None) -> Prepared:

@@ -130,3 +130,14 @@ def test_a_sweep_larger_than_the_host_cap_runs_to_a_report_streaming(ray_local, 
     assert set(budget.protocol) == {"linear", "finetune"} and budget.test_acc.between(0, 1).all()
     trials = pd.read_parquet(root / "trials.parquet")
     assert len(trials) >= 1 and trials["metric"].notna().all()
+
+
+def test_a_host_plan_made_against_device_memory_gb_reaches_the_trials(shards_dir: Path, cache_dir: Path) -> None:
+    """``auto`` with ``dataset.device_memory_gb`` below the decoded size (and the host cap above it):
+    the prepared data says ``host``, so no trial puts the array on its GPU; without the device cap
+    the driver leaves the choice to each trial (``auto``: it checks its own GPU share)."""
+    from sslsweep.data import prepare
+
+    est = 120 * 3 * SIZE * SIZE
+    assert prepare(dataset(shards_dir, host_memory_gb=2 * est / GB, device_memory_gb=0.5 * est / GB)).residency == "host"
+    assert prepare(dataset(shards_dir, host_memory_gb=2 * est / GB)).residency == "auto"
