@@ -9,7 +9,9 @@ builds it, and the splits and label subsets computed from its labels are the in-
 
 :class:`StreamReader` reads a set of images in batches: Parquet one row group at a time (only the
 rows asked for), image files one by one; a background thread keeps ``prefetch`` decoded batches
-ahead of the consumer, and decoding (PIL) runs in ``workers`` threads. Training order is shuffled
+ahead of the consumer, and decoding (PIL) runs in ``workers`` threads - or, with a
+``decode_device`` (a CUDA trial's GPU), JPEGs are decoded there in batches
+(:mod:`sslsweep.data.device_decode`) and the batches are tensors on it. Training order is shuffled
 in two levels: the order of the shards/row groups (seeded), then a shuffle buffer of ``buffer``
 encoded images. Evaluation reads in index order and returns images in the order asked.
 
@@ -155,8 +157,12 @@ class StreamReader:
         ...     ...  # images: (B, C, S, S) uint8 numpy; rows: their indices into the labelled set
     """
 
-    def __init__(self, index: StreamIndex, *, buffer: int = 4096, workers: int = 4, prefetch: int = 2) -> None:
+    def __init__(self, index: StreamIndex, *, buffer: int = 4096, workers: int = 4, prefetch: int = 2,
+                 decode_device: Any = None) -> None:
         self.index, self.buffer, self.workers, self.prefetch = index, max(1, buffer), max(1, workers), prefetch
+        # JPEGs decoded in batches on this torch device (:mod:`sslsweep.data.device_decode`; the
+        # trial's GPU), the other images by the threads; None: every image by the threads
+        self.decode_device = decode_device
         self.skipped = 0  # undecodable images skipped so far, by this reader
         self._lock = threading.Lock()  # decoding threads count skips
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sslsweep-decode")
@@ -238,16 +244,47 @@ class StreamReader:
             return None
         return out
 
+    def _decode_on_device(self, chunk: list[_Item], crop_seed: int | None) -> list[Any]:
+        """``chunk`` decoded to tensors on :attr:`decode_device`: its JPEGs in one batch there, the
+        rest (other formats, JPEGs that decoder refuses) by the threads, then moved there."""
+        import torch
+
+        from sslsweep.data.device_decode import decode_jpegs, is_jpeg
+
+        if self.index.kind == "imagefolder":  # read by the threads; an unreadable file is the CPU path's to report
+            for it, blob in zip(chunk, self._pool.map(lambda it: _read_or_none(self.index.files[it.file]), chunk)):
+                it.blob = blob
+        jpeg = [i for i, it in enumerate(chunk) if is_jpeg(it.blob)]
+        rngs = [None if crop_seed is None else np.random.default_rng((crop_seed, chunk[i].pos)) for i in jpeg]
+        out: list[Any] = [None] * len(chunk)
+        for i, img in zip(jpeg, decode_jpegs([chunk[i].blob for i in jpeg], self.index.size,  # type: ignore[misc]
+                                             self.index.mode, rngs, self.decode_device)):
+            out[i] = img
+        rest = [i for i, img in enumerate(out) if img is None]
+        for i, arr in zip(rest, self._pool.map(lambda i: self._decode(chunk[i], crop_seed), rest)):
+            out[i] = None if arr is None else torch.from_numpy(arr.copy()).to(self.decode_device)
+        return out
+
     def _decoded_batches(self, items: Iterator[_Item], batch_size: int, crop_seed: int | None,
-                         drop_last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                         drop_last: bool, on_device: bool = False) -> Iterator[tuple[Any, np.ndarray]]:
         shape = self.index.shape
-        pending: list[tuple[np.ndarray, int]] = []
+        pending: list[tuple[Any, int]] = []
         chunk: list[_Item] = []
 
         def flush(chunk: list[_Item]) -> None:
-            for it, arr in zip(chunk, self._pool.map(lambda it: self._decode(it, crop_seed), chunk)):
+            decoded = (self._decode_on_device(chunk, crop_seed) if on_device and chunk else
+                       self._pool.map(lambda it: self._decode(it, crop_seed), chunk))
+            for it, arr in zip(chunk, decoded):
                 if arr is not None:
                     pending.append((arr, it.pos))
+
+        def stack(batch: list[tuple[Any, int]]) -> tuple[Any, np.ndarray]:
+            pos = np.asarray([p for _, p in batch])
+            if on_device:
+                import torch
+
+                return torch.stack([a for a, _ in batch]), pos
+            return np.stack([a for a, _ in batch]).reshape(-1, *shape), pos
 
         for it in items:
             chunk.append(it)
@@ -256,28 +293,29 @@ class StreamReader:
                 chunk = []
             while len(pending) >= batch_size:
                 batch, pending[:] = pending[:batch_size], pending[batch_size:]
-                yield np.stack([a for a, _ in batch]).reshape(-1, *shape), np.asarray([p for _, p in batch])
+                yield stack(batch)
         flush(chunk)
         while pending and (len(pending) >= batch_size or not drop_last):
             batch, pending[:] = pending[:batch_size], pending[batch_size:]
-            yield np.stack([a for a, _ in batch]).reshape(-1, *shape), np.asarray([p for _, p in batch])
+            yield stack(batch)
 
     # -------------------------------------------------------------- the public iterator
 
     def batches(self, indices: np.ndarray, batch_size: int, *, seed: int | None = None,
-                drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                drop_last: bool = False, on_device: bool = True) -> Iterator[tuple[Any, np.ndarray]]:
         """(images (B, C, S, S) uint8, positions (B,)) batches of the images ``indices`` (into the
         labelled set); ``positions`` say where each image is in ``indices``. With ``seed``: shuffled
         (shards, row groups, buffer) and randomly cropped, the same for the same seed; without: in
         index order (the order of ``indices`` when sorted, as splits are), centre-cropped. Read and
-        decoded in background threads."""
+        decoded in background threads. The images are a numpy array, or a tensor on
+        :attr:`decode_device` when the reader has one and ``on_device``."""
         indices = np.asarray(indices, dtype=np.int64)
         order = np.argsort(indices, kind="stable")  # read in file order, hand back positions
         rng = np.random.default_rng(seed) if seed is not None else None
         items = self._encoded(order, indices[order], rng)
         if rng is not None:
             items = self._shuffled(items, rng)
-        gen = self._decoded_batches(items, batch_size, seed, drop_last)
+        gen = self._decoded_batches(items, batch_size, seed, drop_last, on_device and self.decode_device is not None)
         return _prefetched(gen, self.prefetch)
 
     def materialize(self, indices: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +324,7 @@ class StreamReader:
         skipped as undecodable is missing from the images and False in the mask."""
         parts, kept = [], np.zeros(len(indices), bool)
         got: list[np.ndarray] = []
-        for images, pos in self.batches(indices, batch_size):
+        for images, pos in self.batches(indices, batch_size, on_device=False):
             parts.append(images)
             got.append(pos)
         if not parts:
@@ -295,6 +333,13 @@ class StreamReader:
         kept[pos] = True
         images = np.concatenate(parts)
         return images[np.argsort(pos, kind="stable")], kept
+
+
+def _read_or_none(path: str) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
 
 
 def _prefetched(gen: Iterator[tuple[np.ndarray, np.ndarray]], depth: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

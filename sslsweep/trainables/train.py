@@ -293,7 +293,9 @@ class StreamPool:
             yield _to_device(images, self.device)
 
 
-def _to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
+def _to_device(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):  # decoded on the device already (StreamReader.decode_device)
+        return images.to(device)
     x = torch.from_numpy(images)
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True)
@@ -342,7 +344,8 @@ class DeviceData:
         if residency == "stream":
             if data.stream is None:
                 raise ValueError("dataset.residency = 'stream': the prepared data holds no stream index")
-            reader = StreamReader(data.stream, buffer=data.stream_buffer, workers=data.stream_workers)
+            reader = StreamReader(data.stream, buffer=data.stream_buffer, workers=data.stream_workers,
+                                  decode_device=device if device.type == "cuda" else None)  # nvJPEG on a GPU
             return DeviceData(None, labels, data, residency, reader, device)
         if data.images is None:
             raise ValueError(f"dataset.residency = {residency!r}: the prepared data was streamed, not decoded")
