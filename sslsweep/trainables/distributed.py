@@ -330,6 +330,17 @@ def rendezvous() -> str:
 # The worker actors this process started for its running trial: per process, as the torch
 # process group itself is (a Tune actor runs one trial at a time).
 _WORKERS: list[Any] = []
+# The data this process put in the object store for its ranks, by fingerprint: one copy per trial
+# process (a reused Tune actor runs many trials on the same data), not one per trial.
+_DATA_REFS: dict[str, Any] = {}
+
+
+def _shared(data: Prepared) -> Any:
+    """An object-store reference to ``data`` for the other ranks, put once per process and dataset."""
+    if data.fingerprint not in _DATA_REFS:
+        _DATA_REFS.clear()  # another dataset: the old copy can go
+        _DATA_REFS[data.fingerprint] = ray.put(data)
+    return _DATA_REFS[data.fingerprint]
 
 
 def start_workers(pre: Pretrainer, method: str, data: Prepared, encoder: EncoderConfig, trainer: TrainerConfig,
@@ -346,7 +357,7 @@ def start_workers(pre: Pretrainer, method: str, data: Prepared, encoder: Encoder
                          "(tune.PlacementGroupFactory([bundle] * workers))")
     spec = RankSpec(method, pre.hp, pre.seed, encoder, trainer, num_threads, pre.max_epochs, residency,
                     pre.state_dict())
-    ref = ray.put(data)
+    ref = _shared(data)
     for rank in range(1, workers):
         bundle = pg.bundle_specs[rank]
         _WORKERS.append(RankWorker.options(  # type: ignore[attr-defined]
