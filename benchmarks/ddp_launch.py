@@ -40,7 +40,7 @@ HP = {"method": "rotation", "seed": 0, "lr": 0.05, "weight_decay": 1e-4, "batch_
 
 
 def settings(epochs: int) -> TrialSettings:
-    return TrialSettings(encoder=EncoderConfig(width=16), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3),
+    return TrialSettings(encoder=EncoderConfig(width=16), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3, selection="oracle", compare=()),
                          confirm=ConfirmConfig(), metric="knn_top1", max_epochs=epochs, eval_every=1, num_threads=1,
                          workers=2)
 

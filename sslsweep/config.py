@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sslsweep.rules import ConfigError, is_int, is_num
 from sslsweep.rules import require as _require
-from sslsweep.schema import TRIAL_KEYS
+from sslsweep.schema import SELECTION_RULE_DEFAULT, TRIAL_KEYS
 from sslsweep.trainables.tasks import TASKS
 from sslsweep.validate import check_space_names, validate
 
@@ -174,7 +174,13 @@ class EvalConfig:
     metric: str = "knn"
     knn_k: int = 20
     select_fraction: float = 1.0
-    selection: str = "oracle"  # oracle | label_free: what the search's metric may read (see SweepConfig.metric_name)
+    selection: str = "budget"  # budget | label_free | oracle: the rule that chooses what is confirmed (docs/selection.md)
+    compare: tuple[str, ...] = ("oracle", "label_free")  # rules also confirmed, for the report's oracle gap
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Every selection rule the sweep confirms: ``selection`` first, then ``compare`` (without repeats)."""
+        return tuple(dict.fromkeys((self.selection, *self.compare)))
 
 
 @dataclass(frozen=True)
@@ -209,9 +215,11 @@ class SweepConfig:
 
     @property
     def metric_name(self) -> str:
-        """The search's metric, maximised by ASHA and Optuna: ``rankme`` under ``eval.selection =
-        label_free``, else ``<eval.metric>_top1`` (``knn_top1``, ``linear_top1``)."""
-        return "rankme" if self.eval.selection == "label_free" else f"{self.eval.metric}_top1"
+        """The search's metric, maximised by ASHA and Optuna: ``<eval.metric>_top1`` (``knn_top1``,
+        ``linear_top1``) under ``eval.selection = oracle``, else ``rankme``: the ``label_free`` and
+        ``budget`` searches read no label (the budget rule then chooses among their trials with
+        each budget's own labels, docs/selection.md)."""
+        return f"{self.eval.metric}_top1" if self.eval.selection == "oracle" else "rankme"
 
     @property
     def confirm_epochs(self) -> int:
@@ -300,8 +308,10 @@ def merge_space(common: Mapping[str, Any], own: Mapping[str, Any], key: str,
 
 def upgrade(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A config saved by an older sslsweep (a resumed sweep's manifest) in today's keys, meaning
-    the same: ``confirm.finetune_steps: s`` is a fixed length (min = max = s steps) and
-    ``confirm.finetune_lr: lr`` a one-value grid (no lr search), as that sweep started."""
+    the same: ``confirm.finetune_steps: s`` is a fixed length (min = max = s steps),
+    ``confirm.finetune_lr: lr`` a one-value grid (no lr search), and a config without
+    ``eval.compare`` confirmed its ``eval.selection`` alone (``oracle`` when it names none), as
+    that sweep started."""
     out = dict(raw)
     confirm = dict(out.get("confirm") or {})
     if "finetune_steps" in confirm:
@@ -312,6 +322,11 @@ def upgrade(raw: Mapping[str, Any]) -> dict[str, Any]:
         confirm.setdefault("finetune_lrs", [confirm.pop("finetune_lr")])
     if confirm:
         out["confirm"] = confirm
+    ev = dict(out.get("eval") or {})
+    if "selection" not in ev or "compare" not in ev:  # before issue 14's budget rule: oracle (or the named rule) alone
+        ev.setdefault("selection", SELECTION_RULE_DEFAULT)
+        ev.setdefault("compare", [])
+        out["eval"] = ev
     return out
 
 

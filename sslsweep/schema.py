@@ -34,19 +34,45 @@ BUDGET_COLUMNS: dict[str, pa.DataType] = {
     "source_trial_id": pa.string(), "budget_kind": pa.string(), "budget": pa.float64(), "n_labels": pa.int64(),
     "protocol": pa.string(), "selection": pa.string(), "val_acc": pa.float64(), "test_acc": pa.float64(),
     "pretrain_epochs": pa.int64(), "pretrain_time_s": pa.float64(), "eval_time_s": pa.float64(),
-    "finetune_lr": pa.float64(), "finetune_lr_chosen": pa.bool_(),
+    "finetune_lr": pa.float64(), "finetune_lr_chosen": pa.bool_(), "chosen_by": pa.string(),
 }
 
 # The ``selection`` of a budget row that names none: the random subsets a sweep draws by default.
 SELECTION_DEFAULT = "random"
 SELECTIONS = ("random", "typical")  # values of budget.parquet ``selection`` and dataset.label_selection
 
+# Rules that choose, per method and label budget, the search trial the confirm phase retrains
+# (eval.selection, eval.compare; docs/selection.md). budget.parquet ``chosen_by`` names the rule a
+# row's run was chosen by (a run chosen by several rules has its rows once per rule); a file
+# without the column was chosen by its sweep's ``eval.selection`` (``oracle`` when that is absent).
+SELECTION_RULES = ("budget", "label_free", "oracle")
+SELECTION_RULE_DEFAULT = "oracle"  # what a sweep that names no eval.selection was selected by
+
+# trials.parquet score columns: every selection signal a search trial reported besides ``metric``
+# (float64): ``score_oracle``, ``score_label_free`` and ``score_budget_<kind>_<value>`` per budget.
+SCORE_PREFIX = "score_"
+
+
+def budget_label(kind: str, value: float) -> str:
+    """A label budget's short name: ``fraction_0.01``, ``per_class_5``."""
+    return f"{kind}_{value:g}"
+
+
+def score_column(rule: str, kind: str | None = None, value: float | None = None) -> str:
+    """The trials.parquet column of a selection signal: ``score_oracle``, ``score_label_free``,
+    ``score_budget_fraction_0.01`` (the ``budget`` rule has one per label budget)."""
+    if rule == "budget":
+        assert kind is not None and value is not None, "the budget rule's score is per label budget"
+        return f"{SCORE_PREFIX}budget_{budget_label(kind, value)}"
+    return f"{SCORE_PREFIX}{rule}"
+
+
 # Trial statuses (trials.parquet ``status``).
 STATUSES = ("completed", "stopped", "failed", "diverged")
 
 # Keys a trial's config holds besides its hyperparameters: a search space may not use them as
 # names, and they never become ``hp_`` columns (confirm trials nest their config under ``run``).
-TRIAL_KEYS = ("method", "seed", "run", "source_trial_id")
+TRIAL_KEYS = ("method", "seed", "run", "source_trial_id", "budgets")
 
 
 def hp_column(name: str) -> str:

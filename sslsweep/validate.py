@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sslsweep.data.residency import RESIDENCIES, gpu_memory, plan_residency
 from sslsweep.rules import HP_RULES, NEEDS_DEVICE_POOL, is_int, is_num, require
-from sslsweep.schema import SELECTIONS
+from sslsweep.schema import SELECTION_RULES, SELECTIONS
 from sslsweep.storage import check_scheme, local_path, scheme
 from sslsweep.trainables.tasks import TASKS
 
@@ -251,7 +251,12 @@ def _check_eval(ev: EvalConfig) -> None:
     require(ev.metric in METRICS, "eval.metric", ev.metric, f"must be one of {', '.join(METRICS)}")
     require(is_int(ev.knn_k) and ev.knn_k >= 1, "eval.knn_k", ev.knn_k, "must be >= 1")
     require(0 < ev.select_fraction <= 1, "eval.select_fraction", ev.select_fraction, "must be in (0, 1]")
-    require(ev.selection in ("oracle", "label_free"), "eval.selection", ev.selection, "must be oracle or label_free")
+    rules = ", ".join(SELECTION_RULES)
+    require(ev.selection in SELECTION_RULES, "eval.selection", ev.selection, f"must be one of {rules}")
+    require(isinstance(ev.compare, (tuple, list)), "eval.compare", ev.compare, f"must be a list of rules ({rules})")
+    for rule in ev.compare:
+        require(rule in SELECTION_RULES, "eval.compare", rule, f"unknown selection rule; known: {rules}")
+    require(len(set(ev.compare)) == len(ev.compare), "eval.compare", list(ev.compare), "names a rule twice; give each once")
 
 
 def _check_tracking(tracking: Any) -> None:

@@ -59,10 +59,28 @@ def test_method_override_narrows_a_range_or_fixes_a_value() -> None:
 
 
 def test_the_search_metric_is_named_by_the_selection_protocol() -> None:
-    """ASHA, Optuna, the trials and the manifest all use this one name."""
-    assert load().metric_name == "knn_top1"
-    assert load("eval.metric=linear").metric_name == "linear_top1"
+    """ASHA, Optuna, the trials and the manifest all use this one name: the labeled metric under
+    oracle, RankMe under label_free and under budget (the default), whose searches read no label."""
+    assert load().metric_name == "rankme" and load().eval.selection == "budget"
+    assert load("eval.selection=oracle").metric_name == "knn_top1"
+    assert load("eval.selection=oracle", "eval.metric=linear").metric_name == "linear_top1"
     assert load("eval.selection=label_free").metric_name == "rankme"
+
+
+def test_the_rules_confirmed_are_the_selection_then_compare_without_repeats() -> None:
+    """eval.rules puts the sweep's own rule first; naming it in compare too confirms it once."""
+    assert load().eval.rules == ("budget", "oracle", "label_free")
+    assert load("eval.selection=oracle").eval.rules == ("oracle", "label_free")
+    assert load("eval.compare=[]").eval.rules == ("budget",)
+
+
+def test_a_sweep_saved_before_the_budget_rule_resumes_as_it_started() -> None:
+    """A manifest config without eval.compare confirmed its eval.selection alone, and one without
+    eval.selection was an oracle sweep: upgrade keeps that meaning (not today's defaults)."""
+    from sslsweep.config import upgrade
+    assert upgrade({"eval": {"metric": "knn"}})["eval"] == {"metric": "knn", "selection": "oracle", "compare": []}
+    assert upgrade({"eval": {"selection": "label_free"}})["eval"] == {"selection": "label_free", "compare": []}
+    assert upgrade({"eval": {"selection": "budget", "compare": ["oracle"]}})["eval"]["compare"] == ["oracle"]
 
 
 def test_shared_space_override_reaches_every_method() -> None:
@@ -107,7 +125,10 @@ RULES = [
      r"method.rotation.space.batch_size = \{.*\}: with resources.workers = 2 the batch size must be fixed or categorical"),
     (["storage=ftp://host/runs"], r"storage = 'ftp://host/runs': unknown URI scheme"),
     (["eval.metric=auc"], r"eval.metric = 'auc': must be one of knn, linear"),
-    (["eval.selection=budget"], r"eval.selection = 'budget': must be oracle or label_free$"),
+    (["eval.selection=best"], r"eval.selection = 'best': must be one of budget, label_free, oracle$"),
+    (["eval.compare=[oracle,test]"], r"eval.compare = 'test': unknown selection rule; known: budget, label_free, oracle$"),
+    (["eval.compare=[oracle,oracle]"], r"eval.compare = \['oracle', 'oracle'\]: names a rule twice; give each once$"),
+    (["eval.compare=oracle"], r"eval.compare = 'oracle': must be a list of strings$"),
     (["confirm.seeds=0"], r"confirm.seeds = 0: must be >= 1"),
     (["confirm.finetune_epochs=0.5"], r"confirm.finetune_epochs = 0.5: must be a number >= 1$"),
     (["confirm.finetune_min_steps=0"], r"confirm.finetune_min_steps = 0: must be an integer >= 1$"),

@@ -4,9 +4,10 @@ Reads only what a sweep wrote (``trials.parquet``, ``budget.parquet``, ``manifes
 ``optuna/<method>.journal``; see docs/schema.md) and never imports torch or ray.
 
 Modules, in the order the report uses them: ``io`` (read sweeps), ``trials`` / ``confirm`` /
-``importance`` / ``cost`` (tables; ``conventions`` holds their shared rules, ``stats`` the
-statistics), ``plots`` (draw), ``contents`` (what the report says, as ``sections`` blocks),
-``render`` (Markdown and HTML) and ``report`` (the entry point)::
+``protocols`` / ``importance`` / ``cost`` (tables; ``conventions`` holds their shared rules,
+``stats`` the statistics), ``plots`` (draw), ``contents`` and ``protocol_contents`` (what the
+report says, as ``sections`` blocks, numbers written by ``formats``), ``render`` (Markdown and
+HTML) and ``report`` (the entry point)::
 
     from sslsweep.analysis import build_report, open_sweep, combine
     build_report(["runs/sweep-1"])          # -> {"md": ".../report.md", "html": ".../report.html"}

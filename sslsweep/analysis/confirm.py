@@ -37,7 +37,7 @@ SELECTION_COLUMNS = ["budget_kind", "budget", "protocol", "budget_label", "metho
                      "gain", "ci_low", "ci_high", "p_value", "testable", "mde", "resolved"]
 
 
-def _seed_series(g: pd.DataFrame, where: str) -> pd.Series:
+def seed_series(g: pd.DataFrame, where: str) -> pd.Series:
     """Test accuracy of one method in one budget group, indexed by seed (one row per seed)."""
     dup = g["seed"][g["seed"].duplicated()]
     if len(dup):
@@ -84,7 +84,7 @@ def _sorted_groups(budget: pd.DataFrame) -> list[tuple[tuple[str, float, str], p
 
 
 def _per_method(key: tuple[Any, ...], g: pd.DataFrame) -> dict[str, pd.Series]:
-    return {m: _seed_series(gm, f"method={m} budget={key[1]} protocol={key[2]}")
+    return {m: seed_series(gm, f"method={m} budget={key[1]} protocol={key[2]}")
             for m, gm in g.groupby("method", sort=False)}
 
 
@@ -194,7 +194,7 @@ def selection_table(budget: pd.DataFrame) -> pd.DataFrame:
         for m in method_order(g["method"].astype(str).tolist()):
             gm = g[g["method"].astype(str) == m]
             where = f"method={m} budget={key[1]} protocol={key[2]}"
-            per_sel = {s: _seed_series(gs, f"{where} selection={s}") for s, gs in gm.groupby("selection")}
+            per_sel = {s: seed_series(gs, f"{where} selection={s}") for s, gs in gm.groupby("selection")}
             ref = per_sel.get(SELECTION_DEFAULT, pd.Series(dtype=float))
             ref_ci = mean_ci(ref)
             for sel in present[1:]:

@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +24,20 @@ import pandas as pd
 from sslsweep.analysis.asha import RUNG_COLUMNS, rung_warnings
 from sslsweep.analysis.confirm import SELECTION_COLUMNS
 from sslsweep.analysis.conventions import BASELINE, method_order, protocol_rank
+from sslsweep.analysis.formats import (
+    COMPARISON_LEGEND,
+    MDE_HEADER,
+    diff_cell,
+    fmt_acc,
+    fmt_mde,
+    fmt_p,
+    fmt_value,
+    is_missing,
+)
 from sslsweep.analysis.io import SweepResults, fingerprint
+from sslsweep.analysis.protocol_contents import TITLE as PROTOCOLS_TITLE
+from sslsweep.analysis.protocol_contents import protocol_blocks, show_protocols
+from sslsweep.analysis.protocols import CHOICE_COLUMNS, PROTOCOL_COLUMNS, RANKING_COLUMNS
 from sslsweep.analysis.sections import (
     Block,
     Cell,
@@ -39,7 +51,7 @@ from sslsweep.analysis.sections import (
     Section,
     Table,
 )
-from sslsweep.analysis.stats import ALPHA, PAIRED_TEST_NAME, POWER
+from sslsweep.analysis.stats import ALPHA, PAIRED_TEST_NAME
 
 # ----------------------------------------------------------------------------- what it is built from
 
@@ -69,6 +81,10 @@ class ReportData:
     selection: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SELECTION_COLUMNS))
     notes: list[str] = field(default_factory=list)
     rung_corr: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RUNG_COLUMNS))
+    rules: list[str] = field(default_factory=list)  # the selection rules (chosen_by) of budget_all
+    protocols: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROTOCOL_COLUMNS))
+    rankings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RANKING_COLUMNS))
+    choices: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CHOICE_COLUMNS))
 
 
 # ----------------------------------------------------------------------------- numbers as text
@@ -93,66 +109,13 @@ def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
-def _isnan(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
-def fmt_acc(mean: float, ci: float) -> str:
-    """Accuracy as a percentage with its CI half-width: ``"60.0 ± 24.8"``; NaN CI -> ``"n/a"``."""
-    if _isnan(mean):
-        return "n/a"
-    half = "n/a" if _isnan(ci) else f"{100 * ci:.1f}"
-    return f"{100 * mean:.1f} ± {half}"
-
-
-def fmt_diff(mean: float, low: float, high: float) -> str:
-    """Difference in percentage points with its CI: ``"+1.2 [-0.5, +2.9]"``."""
-    if _isnan(mean):
-        return "n/a"
-    ci = "[n/a]" if _isnan(low) else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
-    return f"{100 * mean:+.1f} {ci}"
-
-
-def fmt_value(value: Any) -> str:
-    """A table value: floats to 4 significant digits, NaN/None as ``"n/a"``."""
-    if _isnan(value):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def fmt_p(p: float) -> str:
-    return "n/a" if _isnan(p) else f"{p:.3g}"
-
-
-NOT_RESOLVED = "not resolved"
-MDE_HEADER = "MDE (points)"
-COMPARISON_LEGEND = (f"{NOT_RESOLVED}: the 95% CI of the difference spans zero (or the comparison is not testable), "
-                     f"so the seeds do not settle its sign. MDE: the minimum detectable difference, the smallest "
-                     f"true difference the {PAIRED_TEST_NAME} would detect with power {POWER:g} at "
-                     f"α = {ALPHA:g} with the seeds used, (t(1-α/2, n-1) + t(power, n-1)) · sd of the paired "
-                     f"differences / √n; a smaller true difference may well go unseen.")
-
-
-def fmt_mde(mde: float) -> str:
-    """Minimum detectable difference in percentage points: ``"6.2"``; NaN -> ``"n/a"``."""
-    return "n/a" if _isnan(mde) else f"{100 * mde:.1f}"
-
-
-def diff_cell(mean: float, low: float, high: float, resolved: Any) -> Cell:
-    """A paired difference with its CI, marked ``not resolved`` unless its CI excludes zero."""
-    ok = not _isnan(resolved) and bool(resolved)
-    return Cell(fmt_diff(mean, low, high), "" if ok else NOT_RESOLVED)
-
-
 # ----------------------------------------------------------------------------- tables both documents show
 
 
 def _mark(row: Mapping[str, Any]) -> str:
     if row["is_best"]:
         return BEST_MARK
-    if row["not_sig_worse"] is None or _isnan(row["not_sig_worse"]):
+    if row["not_sig_worse"] is None or is_missing(row["not_sig_worse"]):
         return UNTESTABLE_MARK
     return NSW_MARK if row["not_sig_worse"] else ""
 
@@ -228,13 +191,13 @@ def selection_blocks(selection: pd.DataFrame) -> list[Block]:
 def search_cost_block(cost: pd.DataFrame) -> Table:
     rows = []
     for _, r in cost.iterrows():
-        if _isnan(r["epochs_saved"]):
+        if is_missing(r["epochs_saved"]):
             saved = "n/a"
         elif r["epochs_full"] == 0:
             saved = "0 (no pretraining)"
         else:
             saved = f"{r['epochs_saved']:.0f} ({100 * r['saved_frac']:.0f}%)"
-        full = "n/a" if _isnan(r["epochs_full"]) else f"{r['epochs_full']:.0f}"
+        full = "n/a" if is_missing(r["epochs_full"]) else f"{r['epochs_full']:.0f}"
         rows.append([str(r[c]) for c in ("method", "trials", "completed", "stopped", "failed", "diverged",
                                          "epochs_trained")] + [full, saved])
     return Table(COST_HEADER, rows)
@@ -263,14 +226,14 @@ def rung_blocks(rung_corr: pd.DataFrame) -> list[Block]:
 
 
 def fmt_rho(rho: float) -> str:
-    return "n/a" if _isnan(rho) else f"{rho:+.2f}"
+    return "n/a" if is_missing(rho) else f"{rho:+.2f}"
 
 
 def failure_block(failed: pd.DataFrame, limit: int | None = None) -> Table:
     """Failed and diverged trials; errors cut to ``limit`` characters when given."""
     rows = []
     for _, r in failed.iterrows():
-        err = "" if _isnan(r["error"]) else str(r["error"])
+        err = "" if is_missing(r["error"]) else str(r["error"])
         if limit is not None and len(err) > limit:
             err = err[:limit] + "…"
         rows.append([r["method"], str(r["trial_id"]), r["status"], str(r["max_epoch"]), err])
@@ -329,6 +292,7 @@ def summary_document(data: ReportData) -> Document:
         Section("accuracy", "Test accuracy (%) by label budget", accuracy),
         *([Section("selection", selection_title(data.selection), selection_blocks(data.selection))]
           if not data.selection.empty else []),
+        *_protocols(data, full=False),
         Section("best", f"Best hyperparameters (by final {data.metric}, {data.mode})",
                 [Table(["method", "trial", "metric", "at epoch", "chosen among", "hyperparameters"], best_rows)
                  if not data.best.empty else Paragraph(NO_SEARCH)]),
@@ -350,9 +314,10 @@ def full_document(data: ReportData, figures: Mapping[str, Sequence[Figure]]) -> 
     """``report.html``: every table and plot. ``figures`` maps a place (``budget``, ``selection``,
     ``search``, ``method:<name>``) to the figures shown there, in order. Sections are numbered here,
     in order (id ``s<n>``, title ``"<n>. ..."``); the label-selection section is there only when the
-    sweep compared selections."""
+    sweep compared selections, the selection-protocols one only when it confirmed several rules."""
     sections = [_accuracy(data), _budget(data, figures.get("budget", ())),
-                *_selection(data, figures.get("selection", ())), _per_method(data, figures),
+                *_selection(data, figures.get("selection", ())), *_protocols(data, full=True),
+                _per_method(data, figures),
                 _search(data, figures.get("search", ())), _cost(data), _provenance(data), _failures(data)]
     sections = [replace(s, id=f"s{i}", title=f"{i}. {s.title}") for i, s in enumerate(sections, 1)]
     if data.notes:
@@ -395,6 +360,14 @@ def _selection(data: ReportData, figures: Sequence[Figure]) -> list[Section]:
     if data.selection.empty:
         return []
     return [Section("", selection_title(data.selection), [*figures, *selection_blocks(data.selection)])]
+
+
+def _protocols(data: ReportData, full: bool) -> list[Section]:
+    """The selection rules compared, when budget.parquet holds runs of more than one (else no section)."""
+    if not show_protocols(data.rules) or data.protocols.empty:
+        return []
+    return [Section("protocols", PROTOCOLS_TITLE, protocol_blocks(data.protocols, data.rankings, data.choices,
+                                                                  full=full))]
 
 
 def _per_method(data: ReportData, figures: Mapping[str, Sequence[Figure]]) -> Section:

@@ -9,6 +9,12 @@ Example::
 
     sweep = open_sweep("s3://bucket/run")
     both = combine([sweep, open_sweep("/data/runs/rotation")])
+
+Selection rules: a sweep confirms the search trial chosen by its own rule (``eval.selection``,
+its *headline rule*) and, for comparison, those chosen by ``eval.compare``; ``budget.parquet``
+names each row's rule in ``chosen_by`` (a run chosen by several rules has its rows once per rule).
+:attr:`SweepResults.budget_all` keeps every row; :attr:`SweepResults.budget` only the headline
+rule's, so that every method table counts each run once and means what it meant before.
 """
 
 from __future__ import annotations
@@ -27,7 +33,17 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from sslsweep import storage
-from sslsweep.schema import BUDGET, BUDGET_COLUMNS, MANIFEST, OPTUNA_DIR, SELECTION_DEFAULT, TRIAL_COLUMNS, TRIALS
+from sslsweep.schema import (
+    BUDGET,
+    BUDGET_COLUMNS,
+    MANIFEST,
+    OPTUNA_DIR,
+    SELECTION_DEFAULT,
+    SELECTION_RULE_DEFAULT,
+    SELECTION_RULES,
+    TRIAL_COLUMNS,
+    TRIALS,
+)
 
 
 @dataclass
@@ -37,8 +53,14 @@ class SweepResults:
     Args:
         uri: where it was read from, as given (for a combined sweep: the uris joined by ", ").
         trials: ``trials.parquet`` as a DataFrame (empty with the schema's columns if missing).
-        budget: ``budget.parquet`` as a DataFrame (empty with the schema's columns if missing).
+        budget: the rows of ``budget.parquet`` chosen by the sweep's headline rule
+            (``chosen_by == headline_rule(manifest)``; for a combined sweep, each sweep's own rows by
+            its own rule): one row per method x seed x selection x budget x protocol, what every
+            method table and plot of the report reads.
         manifest: ``manifest.json`` as a dict (for a combined sweep: the first sweep's).
+        budget_all: every row of ``budget.parquet`` (empty with the schema's columns if missing),
+            ``chosen_by`` filled where the file lacks it (:func:`with_chosen_by`): the rows of the
+            compared rules too, so a run chosen by several rules appears once per rule.
         fs: the pyarrow filesystem the directory lives on (None for a combined sweep).
         path: the directory's path inside ``fs``.
         studies: Optuna studies loaded from ``optuna/<method>.journal`` (local directories only).
@@ -50,6 +72,7 @@ class SweepResults:
     trials: pd.DataFrame
     budget: pd.DataFrame
     manifest: dict[str, Any]
+    budget_all: pd.DataFrame
     fs: pafs.FileSystem | None = None
     path: str = ""
     studies: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +83,11 @@ class SweepResults:
     def manifests(self) -> list[dict[str, Any]]:
         """The manifest of every sweep this one is made of (one entry for a single sweep)."""
         return [p.manifest for p in self.parts] if self.parts else [self.manifest]
+
+    @property
+    def headline_rules(self) -> dict[str, str]:
+        """The headline rule of every sweep this one is made of, by sweep id (:func:`headline_rule`)."""
+        return {str(m.get("sweep_id")): headline_rule(m) for m in self.manifests}
 
     @property
     def is_local(self) -> bool:
@@ -136,6 +164,37 @@ def load_journal_studies(directory: str, methods: Sequence[str]) -> tuple[dict[s
     return studies, notes
 
 
+def headline_rule(manifest: dict[str, Any]) -> str:
+    """The rule a sweep's confirmed configurations were chosen by: ``config.eval.selection``, or
+    ``oracle`` (SELECTION_RULE_DEFAULT) for a sweep whose config names none (written before rules)."""
+    config = manifest.get("config")
+    ev = config.get("eval") if isinstance(config, dict) else None
+    rule = ev.get("selection") if isinstance(ev, dict) else None
+    if rule is None:
+        return SELECTION_RULE_DEFAULT
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"manifest config.eval.selection is {rule!r} in sweep {manifest.get('sweep_id')!r}: "
+                         f"it must be one of {list(SELECTION_RULES)}")
+    return str(rule)
+
+
+def with_chosen_by(budget: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """``budget`` with a ``chosen_by`` on every row: a file (or row) without one was chosen by the
+    sweep's headline ``rule``. Raises ``ValueError`` naming a value that is not a selection rule."""
+    if "chosen_by" not in budget.columns:
+        budget = budget.assign(chosen_by=rule)
+    elif budget["chosen_by"].isna().any():
+        budget = budget.assign(chosen_by=budget["chosen_by"].fillna(rule))
+    unknown = sorted(set(budget["chosen_by"].astype(str)) - set(SELECTION_RULES))
+    if unknown:
+        raise ValueError(f"budget.parquet chosen_by holds {unknown}: it must be one of {list(SELECTION_RULES)}")
+    return budget
+
+
+def _headline_rows(budget_all: pd.DataFrame, rule: str) -> pd.DataFrame:
+    return budget_all[budget_all["chosen_by"].astype(str) == rule].reset_index(drop=True)
+
+
 def _methods(trials: pd.DataFrame, budget: pd.DataFrame) -> list[str]:
     names = set(trials["method"].dropna().astype(str)) | set(budget["method"].dropna().astype(str))
     return sorted(names)
@@ -154,12 +213,19 @@ def open_sweep(location: str, *, load_studies: bool = True) -> SweepResults:
     if trials is None:
         notes.append(f"{location}: {TRIALS} missing: no search results to report.")
         trials = _empty(list(TRIAL_COLUMNS))
-    budget = _read_parquet(fs, storage.join(directory, BUDGET))
-    if budget is None:
+    budget_all = _read_parquet(fs, storage.join(directory, BUDGET))
+    if budget_all is None:
         notes.append(f"{location}: {BUDGET} missing: no confirm-phase (test accuracy) results.")
-        budget = _empty(list(BUDGET_COLUMNS))
-    elif "selection" not in budget.columns:  # written without label selections: every subset was random
-        budget["selection"] = SELECTION_DEFAULT
+        budget_all = _empty(list(BUDGET_COLUMNS))
+    elif "selection" not in budget_all.columns:  # written without label selections: every subset was random
+        budget_all["selection"] = SELECTION_DEFAULT
+    rule = headline_rule(manifest)
+    budget_all = with_chosen_by(budget_all, rule)
+    budget = _headline_rows(budget_all, rule)
+    if budget.empty and not budget_all.empty:
+        others = sorted(set(budget_all["chosen_by"].astype(str)))
+        notes.append(f"{location}: {BUDGET} holds no row chosen by the headline rule {rule} (eval.selection), "
+                     f"only by {others}: the accuracy tables are empty.")
     studies: dict[str, Any] = {}
     if load_studies and isinstance(fs, pafs.LocalFileSystem):
         studies, more = load_journal_studies(directory, _methods(trials, budget))
@@ -167,8 +233,8 @@ def open_sweep(location: str, *, load_studies: bool = True) -> SweepResults:
     elif load_studies:
         notes.append(f"{location} is remote: Optuna journals are not read; hyperparameter "
                      f"importances come from trials.parquet.")
-    return SweepResults(uri=location, trials=trials, budget=budget, manifest=manifest, fs=fs,
-                        path=directory, studies=studies, notes=notes)
+    return SweepResults(uri=location, trials=trials, budget=budget, manifest=manifest, budget_all=budget_all,
+                        fs=fs, path=directory, studies=studies, notes=notes)
 
 
 def fingerprint(manifest: dict[str, Any]) -> str | None:
@@ -227,18 +293,22 @@ def _check_same_splits(sweeps: Sequence[SweepResults]) -> None:
                              f"{other.uri}: combined sweeps must split the dataset the same way")
 
 
-def _check_no_duplicate_rows(budget: pd.DataFrame) -> None:
-    key = ["method", "seed", "budget_kind", "budget", "protocol", "selection"]
+def _check_no_duplicate_rows(budget: pd.DataFrame, by_rule: bool = False) -> None:
+    """No method x seed x selection x budget x protocol twice (``by_rule``: twice under one
+    ``chosen_by``, for the table of every rule, where a run chosen by several rules repeats)."""
+    key = ["method", "seed", "budget_kind", "budget", "protocol", "selection"] + (["chosen_by"] if by_rule else [])
     if budget.empty:
         return
     dup = budget[budget.duplicated(subset=key, keep=False)]
     if not dup.empty:
         row = dup.iloc[0]
         where = sorted(set(dup.loc[(dup[key] == row[key]).all(axis=1), "sweep_id"].astype(str)))
+        rule = f" chosen_by={row['chosen_by']}" if by_rule else ""
         raise ValueError(
             f"budget row method={row['method']} seed={row['seed']} budget={row['budget']} "
-            f"protocol={row['protocol']} selection={row['selection']} appears in sweeps {where}: combined "
-            f"sweeps must not repeat a method x seed x selection x budget x protocol")
+            f"protocol={row['protocol']} selection={row['selection']}{rule} appears in sweeps {where}: combined "
+            f"sweeps must not repeat a method x seed x selection x budget x protocol"
+            f"{' under one selection rule' if by_rule else ''}")
 
 
 def combine(sweeps: Sequence[SweepResults]) -> SweepResults:
@@ -246,8 +316,10 @@ def combine(sweeps: Sequence[SweepResults]) -> SweepResults:
 
     Rules (each a ``ValueError`` naming the values): the sweeps share the dataset fingerprint,
     the split (:data:`SPLIT_KEYS`), the selection ``metric`` and ``mode``; sweep ids are distinct;
-    no method x seed x selection x budget x protocol row appears twice. A method present in several sweeps has
-    its Optuna study dropped (importances then come from the combined trials table).
+    no method x seed x selection x budget x protocol row appears twice, neither among the headline
+    rules' rows nor under one ``chosen_by``. Each sweep keeps its own headline rule's rows in
+    ``budget`` (a note says so when the sweeps' headline rules differ). A method present in several
+    sweeps has its Optuna study dropped (importances then come from the combined trials table).
     """
     if not sweeps:
         raise ValueError("sweeps is empty: combine needs at least one sweep")
@@ -262,10 +334,17 @@ def combine(sweeps: Sequence[SweepResults]) -> SweepResults:
         raise ValueError(f"sweep_id repeated in {ids}: each sweep can be combined only once")
     trials = pd.concat([s.trials for s in sweeps], ignore_index=True)
     budget = pd.concat([s.budget for s in sweeps], ignore_index=True)
+    budget_all = pd.concat([s.budget_all for s in sweeps], ignore_index=True)
     _check_no_duplicate_rows(budget)
+    _check_no_duplicate_rows(budget_all, by_rule=True)
     studies, notes = _merge_studies(sweeps)
+    rules = {str(s.manifest.get("sweep_id")): headline_rule(s.manifest) for s in sweeps}
+    if len(set(rules.values())) > 1:
+        shown = ", ".join(f"{k}: {v}" for k, v in rules.items())
+        notes.append(f"The sweeps' headline selection rules differ ({shown}): the accuracy tables compare "
+                     f"configurations chosen by different rules.")
     return SweepResults(uri=", ".join(s.uri for s in sweeps), trials=trials, budget=budget,
-                        manifest=sweeps[0].manifest, fs=None, path="", studies=studies,
+                        manifest=sweeps[0].manifest, budget_all=budget_all, fs=None, path="", studies=studies,
                         notes=[n for s in sweeps for n in s.notes] + notes, parts=tuple(sweeps))
 
 

@@ -1,7 +1,7 @@
 """Build ``report.md`` and a self-contained ``report.html`` from one or more sweep directories.
 
-Order of work: read (``io``) -> compute every table (``trials``, ``confirm``, ``importance``,
-``cost``) -> draw (``plots``) -> lay out (``contents``) -> render (``render``).
+Order of work: read (``io``) -> compute every table (``trials``, ``confirm``, ``protocols``,
+``importance``, ``cost``) -> draw (``plots``) -> lay out (``contents``) -> render (``render``).
 
 Example::
 
@@ -31,6 +31,7 @@ from sslsweep.analysis.conventions import BASELINE, method_order
 from sslsweep.analysis.cost import cost_table, max_epochs_of, phase_table, search_cost
 from sslsweep.analysis.importance import param_importances
 from sslsweep.analysis.io import SweepResults, combine, open_sweep, write_text
+from sslsweep.analysis.protocols import Headline, protocol_table, ranking_table, rules_present, sweep_choices
 from sslsweep.analysis.render import to_html, to_markdown
 from sslsweep.analysis.sections import Figure
 from sslsweep.analysis.trials import asha_stops, best_hparams, best_so_far, best_trials, failures, metric_vs_hparams
@@ -63,6 +64,13 @@ def compute(sweep: SweepResults) -> ReportData:
         phases=phase_table(sweep.manifests), selection=selection_table(budget), notes=list(sweep.notes),
         rung_corr=rung_correlation(trials, rungs_of(sweep.manifests)),
     )
+    data.rules = rules_present(sweep.budget_all)
+    if len(data.rules) > 1:
+        rules = sweep.headline_rules
+        head: Headline = next(iter(rules.values())) if len(set(rules.values())) == 1 else rules
+        data.protocols = protocol_table(sweep.budget_all, head)
+        data.rankings = ranking_table(sweep.budget_all, head)
+        data.choices = sweep_choices(sweep.manifests)
     reference = headline_selection(budget)
     if reference not in (None, SELECTION_DEFAULT):
         data.notes.append(f"budget.parquet holds no random label subsets: the accuracy tables show the "

@@ -23,7 +23,7 @@ from sslsweep.data.prepare import Prepared, fingerprint, prepare
 from sslsweep.data.residency import RESIDENCIES, ResidencyPlan, plan_residency
 from sslsweep.data.selection import SELECTIONS, typical_subset
 from sslsweep.data.sources import ImageSet, load_digits, read_labels
-from sslsweep.data.splits import Splits, budgets, label_subset, make_splits
+from sslsweep.data.splits import Splits, budget_subset, budgets, label_subset, make_splits
 from sslsweep.data.stream import StreamError, StreamIndex, StreamReader
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "StreamError",
     "StreamIndex",
     "StreamReader",
+    "budget_subset",
     "budgets",
     "fingerprint",
     "label_subset",

@@ -91,6 +91,13 @@ def label_subset(labels: np.ndarray, train: np.ndarray, *, seed: int, fraction: 
     return _sorted_union(taken, train)
 
 
+def budget_subset(labels: np.ndarray, train: np.ndarray, kind: str, value: float, *, seed: int) -> np.ndarray:
+    """:func:`label_subset` of a label budget (``kind`` ``fraction`` or ``per_class``, as :func:`budgets` gives)."""
+    if kind == "fraction":
+        return label_subset(labels, train, seed=seed, fraction=value)
+    return label_subset(labels, train, seed=seed, per_class=int(value))
+
+
 def budgets(cfg: DatasetConfig) -> list[tuple[str, float]]:
     """All label budgets of the dataset config as (kind, value): ('fraction', f) and ('per_class', k)."""
     return [("fraction", float(f)) for f in cfg.label_fractions] + [("per_class", float(k)) for k in cfg.labels_per_class]

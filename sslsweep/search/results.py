@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 
 from sslsweep.analysis.trials import best_trials
-from sslsweep.schema import BUDGET_COLUMNS, HP_PREFIX, SELECTION_DEFAULT, TRIAL_COLUMNS, TRIAL_KEYS, hp_column
+from sslsweep.schema import (BUDGET_COLUMNS, HP_PREFIX, SCORE_PREFIX, SELECTION_DEFAULT, TRIAL_COLUMNS, TRIAL_KEYS,
+                             budget_label, hp_column)
 
 def outcome(result: dict[str, Any] | None, error: bool, max_epochs: int) -> str:
     """How a trial ended, from its last result: completed, stopped (early, by the scheduler),
@@ -74,7 +75,8 @@ def trial_rows(sweep_id: str, metric: str, max_epochs: int, results: Iterable[An
             by_epoch[int(r.get("epoch", 0))] = r
         for epoch, r in sorted(by_epoch.items()):
             diverged_row = bool(r.get("diverged")) or bool(r.get("error"))
-            rows.append(base | dict(
+            scores = {k: None if diverged_row else _finite(v) for k, v in r.items() if k.startswith(SCORE_PREFIX)}
+            rows.append(base | scores | dict(
                 epoch=epoch, metric=None if diverged_row else _finite(r.get(metric)),
                 pretext_loss=_finite(r.get("pretext_loss")), pretext_acc=_finite(r.get("pretext_acc")),
                 wall_time_s=_finite(r.get("trial_wall_s")), epoch_time_s=_finite(r.get("epoch_time_s")),
@@ -83,9 +85,11 @@ def trial_rows(sweep_id: str, metric: str, max_epochs: int, results: Iterable[An
 
 
 def trials_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows -> a table with the fixed columns first, then one ``hp_*`` column per hyperparameter."""
+    """Rows -> a table with the fixed columns first, then one float ``score_*`` column per selection
+    signal the trials reported, then one ``hp_*`` column per hyperparameter."""
     hp_cols = sorted({k for r in rows for k in r if k.startswith(HP_PREFIX)})
-    fields = [pa.field(k, t) for k, t in TRIAL_COLUMNS.items()]
+    score_cols = sorted({k for r in rows for k in r if k.startswith(SCORE_PREFIX)})
+    fields = [pa.field(k, t) for k, t in TRIAL_COLUMNS.items()] + [pa.field(c, pa.float64()) for c in score_cols]
     for c in hp_cols:
         values = [r.get(c) for r in rows]
         t = _hp_type(values)
@@ -102,19 +106,26 @@ def trials_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
-def budget_rows(sweep_id: str, results: Iterable[Any]) -> list[dict[str, Any]]:
+def budget_rows(sweep_id: str, results: Iterable[Any], rule: str) -> list[dict[str, Any]]:
     """The confirm trials' evaluation rows (reported as JSON in their last result); a row that
-    names no label ``selection`` is a ``random`` one."""
+    names no label ``selection`` is a ``random`` one.
+
+    A run's ``budgets`` key maps each budget it evaluates to the selection rules that chose its
+    configuration there: the row is written once per rule (``chosen_by``). A run without the key
+    (a sweep made before the budget rule) was chosen by ``rule``, the sweep's ``eval.selection``."""
     rows = []
     for res in results:
         last = res.metrics or {}
         if "budget_rows" not in last:
             continue
         run = dict((res.config or {}).get("run", res.config or {}))
+        chosen = run.get("budgets")
         for r in json.loads(last["budget_rows"]):
-            rows.append(dict(sweep_id=sweep_id, method=run["method"], seed=int(run["seed"]),
-                             trial_id=str(last.get("trial_id")), source_trial_id=str(run.get("source_trial_id")),
-                             **{"selection": SELECTION_DEFAULT, **r}))  # a row naming sweep_id etc. is a bug: raises
+            rules = [rule] if chosen is None else chosen.get(budget_label(r["budget_kind"], r["budget"]), [])
+            for by in rules:
+                rows.append(dict(sweep_id=sweep_id, method=run["method"], seed=int(run["seed"]),
+                                 trial_id=str(last.get("trial_id")), source_trial_id=str(run.get("source_trial_id")),
+                                 chosen_by=by, **{"selection": SELECTION_DEFAULT, **r}))  # a row naming sweep_id etc. raises
     return rows
 
 

@@ -29,15 +29,17 @@ from ray import tune
 
 from sslsweep.analysis.report import build_report
 from sslsweep.config import ConfigError, MethodConfig, SweepConfig, to_dict
-from sslsweep.data import Prepared, budgets, prepare
+from sslsweep.data import Prepared, budget_subset, budgets, prepare
 from sslsweep.schema import BUDGET, MANIFEST, OPTUNA_DIR, TRIAL_COLUMNS, TRIALS, TUNE_DIR
 from sslsweep.search import recovery
+from sslsweep.search.choice import choices, confirm_plan
 from sslsweep.search.concurrency import first_events, reset_first_events, run_concurrently, start_gate
 from sslsweep.search.manifest import git_commit, hardware, now, process_age_s, versions
 from sslsweep.search.ray_init import check_storage_shared, init_ray
 from sslsweep.search.results import best_configs, budget_rows, budget_table, trial_rows, trials_table
 from sslsweep.search.tuner import confirm_tuner, restore_or_new, search_tuner
 from sslsweep.storage import Storage
+from sslsweep.trainables.scores import BudgetSubset
 from sslsweep.trainables.trial import TrialSettings, confirm_trial, search_trial
 
 log = logging.getLogger("sslsweep")
@@ -118,8 +120,8 @@ class Sweep:
             raise
         self.manifest["hardware"] = hardware()
         self._upgrade_progress()
-        search_fn = tune.with_parameters(search_trial, data=data, settings=self._settings(confirm=False))
-        confirm_fn = tune.with_parameters(confirm_trial, data=data, settings=self._settings(confirm=True))
+        search_fn = tune.with_parameters(search_trial, data=data, settings=self._settings(data, confirm=False))
+        confirm_fn = tune.with_parameters(confirm_trial, data=data, settings=self._settings(data, confirm=True))
         try:
             run_concurrently({m.name: functools.partial(self._run_method, search_fn, confirm_fn, m)
                               for m in self.cfg.methods})
@@ -152,13 +154,17 @@ class Sweep:
                  data.shape)
         return data
 
-    def _settings(self, *, confirm: bool) -> TrialSettings:
+    def _settings(self, data: Prepared, *, confirm: bool) -> TrialSettings:
         c = self.cfg
+        subsets: tuple[BudgetSubset, ...] = ()
+        if "budget" in c.eval.rules and not confirm:  # drawn here: a trial reads only its subsets' labels
+            subsets = tuple((kind, value, budget_subset(data.labels, data.splits.train, kind, value, seed=0))
+                            for kind, value in budgets(c.dataset))
         return TrialSettings(encoder=c.encoder, trainer=c.trainer, eval=c.eval, confirm=c.confirm,
                              metric=self.metric, max_epochs=c.confirm_epochs if confirm else c.search.max_epochs,
                              eval_every=c.search.eval_every, num_threads=c.trainer.num_threads or int(c.resources.cpu),
                              budgets=tuple(budgets(c.dataset)), selections=c.dataset.label_selection,
-                             workers=c.resources.workers)
+                             workers=c.resources.workers, subsets=subsets)
 
     def _device_count(self) -> float:
         """Devices one trial holds: its GPUs (else CPUs) per rank, times its ranks."""
@@ -276,19 +282,31 @@ class Sweep:
             self._record_confirm(method.name, grid, has_runs=bool(runs))
 
     def _confirm_runs(self, method: MethodConfig) -> list[dict[str, Any]]:
-        """The configs of ``method``'s confirm runs: its best search trial's, once per seed (none if
-        no trial of it finished)."""
+        """The configs of ``method``'s confirm runs: every search trial a selection rule chose at some
+        label budget (:mod:`sslsweep.search.choice`), once per seed, each with the budgets it is
+        evaluated at and the rules that chose it there (none if no trial of it finished)."""
         with self.lock:
             trials = self.trials  # every method's rows so far; the choice is per method
-        best = best_configs(trials if len(trials) else pd.DataFrame(columns=list(TRIAL_COLUMNS)))
-        if method.name not in best:
+        trials = trials if len(trials) else pd.DataFrame(columns=list(TRIAL_COLUMNS))
+        chosen = choices(trials[trials["method"] == method.name], self.cfg.eval.rules, budgets(self.cfg.dataset))
+        if chosen.empty:
             log.warning("method %s: no trial finished; it is left out of the confirm phase", method.name)
             return []
-        b = best[method.name]
+        plan = confirm_plan(chosen)
         with self.lock:
-            self.manifest.setdefault("best", {})[method.name] = b
-            config = self.configs.get(b["trial_id"], {"method": method.name, **b["hp"]})
-        return [{**config, "seed": seed, "source_trial_id": b["trial_id"]} for seed in range(self.cfg.confirm.seeds)]
+            kept = [r for r in self.manifest.get("choices", []) if r["method"] != method.name]
+            self.manifest["choices"] = kept + chosen.to_dict("records")
+            configs = [self.configs.get(t, {"method": method.name, **self._hp_of(t)}) for t, _ in plan]
+        if len(plan) > 1:
+            log.info("method %s: the selection rules chose %d trials; each is confirmed with %d seeds",
+                     method.name, len(plan), self.cfg.confirm.seeds)
+        return [{**config, "seed": seed, "source_trial_id": t, "budgets": at}
+                for (t, at), config in zip(plan, configs) for seed in range(self.cfg.confirm.seeds)]
+
+    def _hp_of(self, trial_id: str) -> dict[str, Any]:
+        """The hyperparameters of a search trial as trials.parquet holds them (a resumed sweep whose
+        trial configs Tune did not give back)."""
+        return best_configs(self.trials[self.trials["trial_id"] == trial_id]).popitem()[1]["hp"]
 
     def _fit_confirm(self, trainable: Any, method: str, runs: list[dict[str, Any]]) -> list[Any]:
         """The results of ``method``'s confirm experiment: run, or resumed where an earlier driver left it."""
@@ -312,7 +330,7 @@ class Sweep:
 
         ``confirm_wall_s`` is the sum of the method's confirm trials' own seconds (its trials can
         share the cluster with other methods' trials)."""
-        rows = budget_rows(self.manifest["sweep_id"], grid)
+        rows = budget_rows(self.manifest["sweep_id"], grid, self.cfg.eval.selection)
         if has_runs and not rows:  # runs existed but none produced results: fail loudly, keep what is stored
             raise RuntimeError(f"the confirm runs of {method} produced no results (every one failed; see the errors "
                                f"above and {self.st.child_uri(TUNE_DIR, confirm_name(method))}); fix the cause and "

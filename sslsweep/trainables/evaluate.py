@@ -50,9 +50,36 @@ def knn_top1(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor,
 
 
 @torch.no_grad()
+def loo_knn_top1(feats: torch.Tensor, labels: torch.Tensor, *, k: int = 20, num_classes: int,
+                 max_queries: int = 10_000, seed: int = 0, temperature: float = 0.07) -> float:
+    """Leave-one-out weighted kNN top-1 accuracy inside one labelled set: each member is classified
+    by the k nearest *other* members (:func:`knn_predict` with its own row excluded).
+
+    The selection signal of ``eval.selection = budget``: it reads the labels of this set and no
+    other. Members of a class with a single label cannot be classified by their own class and are
+    not scored (they still vote); more than ``max_queries`` scored members are subsampled (seeded),
+    the bank stays whole. NaN when no class has 2 labels (nothing can be held out).
+
+    Args:
+        feats: (n, D) features of the labelled set; labels: (n,) their classes.
+    """
+    labels = labels.to(feats.device, torch.long)
+    counts = torch.bincount(labels, minlength=num_classes)
+    scored = torch.nonzero(counts[labels] >= 2).squeeze(1)
+    if len(scored) == 0:
+        return float("nan")
+    if len(scored) > max_queries:
+        g = torch.Generator().manual_seed(seed)
+        scored = scored[torch.randperm(len(scored), generator=g)[:max_queries].to(scored.device)]
+    pred = knn_predict(feats, labels, feats[scored], k=k, num_classes=num_classes, temperature=temperature,
+                       exclude=scored)
+    return (pred == labels[scored]).float().mean().item()
+
+
+@torch.no_grad()
 def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, *, k: int = 20,
                 num_classes: int, temperature: float = 0.07, query_chunk: int = 1024,
-                bank_chunk: int = 65536) -> torch.Tensor:
+                bank_chunk: int = 65536, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted kNN classes of ``query`` (Wu et al., "Unsupervised Feature Learning via
     Non-Parametric Instance Discrimination", CVPR 2018): each of the k bank features most
     cosine-similar to a query votes for its class with weight exp(sim / temperature).
@@ -65,11 +92,12 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tens
     Args:
         bank: (M, D) features, any device; bank_labels: (M,) class ids in [0, num_classes).
         query: (Q, D) features, on the device that computes.
+        exclude: (Q,) the bank row each query may not use (itself, for leave-one-out), or none.
     Returns:
         (Q,) predicted class ids, on ``query``'s device.
     """
     device = query.device
-    k = min(k, len(bank))
+    k = min(k, len(bank) - (exclude is not None))
     query = F.normalize(query.float(), dim=1)
     top_sim = torch.full((len(query), k), -math.inf, device=device)  # (Q, k) running top k
     top_lab = torch.zeros((len(query), k), dtype=torch.long, device=device)
@@ -77,7 +105,12 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tens
         chunk = F.normalize(bank[j:j + bank_chunk].to(device, torch.float32), dim=1)  # (m, D)
         labels = bank_labels[j:j + bank_chunk].to(device, torch.long)
         for i in range(0, len(query), query_chunk):
-            sim, idx = (query[i:i + query_chunk] @ chunk.T).topk(min(k, len(chunk)), dim=1)  # (q, <= k)
+            sims = query[i:i + query_chunk] @ chunk.T  # (q, m)
+            if exclude is not None:  # a query's own row, where it lies in this chunk, cannot vote
+                own = exclude[i:i + query_chunk].to(device) - j
+                rows = torch.nonzero((own >= 0) & (own < len(chunk))).squeeze(1)
+                sims[rows, own[rows]] = -math.inf
+            sim, idx = sims.topk(min(k, len(chunk)), dim=1)  # (q, <= k)
             cand_sim = torch.cat([top_sim[i:i + query_chunk], sim], dim=1)  # (q, <= 2k): old top k + the chunk's
             cand_lab = torch.cat([top_lab[i:i + query_chunk], labels[idx]], dim=1)
             best, pos = cand_sim.topk(k, dim=1)

@@ -1,33 +1,30 @@
 """The plain-PyTorch training loop of a trial: no Ray here.
 
 Read top to bottom: :func:`make_pretrainer` builds encoder + task + optimizers for one sampled
-configuration; :func:`train_epochs` runs epochs; :func:`selection_metric` scores the encoder on
-the validation split; :func:`evaluate_budgets` runs the confirm-phase evaluation at every label
-budget. State (weights, optimizers, epoch, RNG) round-trips through :meth:`Pretrainer.state_dict`
+configuration; :func:`train_epochs` runs epochs; :class:`DeviceData` holds the trial's data at its
+residency (what the encoder is scored on: :mod:`sslsweep.trainables.scores`). State (weights, optimizers, epoch, RNG) round-trips through :meth:`Pretrainer.state_dict`
 so a trial resumes exactly where its last checkpoint left it.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
 
-from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
-from sslsweep.data import Prepared, StreamReader, label_subset, typical_subset
+from sslsweep.config import EncoderConfig, TrainerConfig
+from sslsweep.data import Prepared, StreamReader
 from sslsweep.data.residency import fits_device
 from sslsweep.storage import atomic_local_file
 from sslsweep.trainables.encoders import Encoder, build_encoder
-from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, extract_features, finetune,
-                                          finetune_steps, knn_top1, linear_probe, rankme)
+from sslsweep.trainables.evaluate import extract_features
 from sslsweep.trainables.tasks import TASKS, encoder_config_for, get_task
 from sslsweep.trainables.tasks.base import PretextTask, TaskContext, TaskOutput, epoch_batch_size
 
@@ -405,78 +402,6 @@ class DeviceData:
         if self.residency == "host":
             return self.images[torch.tensor(indices)].to(self.device), self.labels[self.idx(indices)]  # type: ignore[index]
         return self.images[self.idx(indices)], self.labels[self.idx(indices)]  # type: ignore[index]
-
-
-def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime: Runtime, *, seed: int = 0) -> float:
-    """The search phase's score, reported under :attr:`SweepConfig.metric_name`.
-
-    ``eval.selection = oracle``: kNN top-1 or linear-probe accuracy on the validation split, with
-    the labeled bank ``eval.select_fraction`` of the train pool (a fixed, seeded subset): more
-    labels than a small budget has, so an upper bound. ``label_free``: RankMe of the validation
-    split's features; no label array is touched."""
-    data = dd.data
-    if cfg.selection == "label_free":
-        return rankme(dd.features(encoder, data.splits.val, autocast=runtime.autocast)[0])
-    bank_idx = label_subset(data.labels, data.splits.train, seed=seed, fraction=cfg.select_fraction)
-    bank, bank_idx = dd.features(encoder, bank_idx, autocast=runtime.autocast)
-    val, val_idx = dd.features(encoder, data.splits.val, autocast=runtime.autocast)
-    if cfg.metric == "knn":
-        return knn_top1(bank, dd.labels[dd.idx(bank_idx)], val, dd.labels[dd.idx(val_idx)],
-                        k=cfg.knn_k, num_classes=data.num_classes)
-    return linear_probe(bank.cpu().numpy(), data.labels[bank_idx],
-                        {"val": (val.cpu().numpy(), data.labels[val_idx])}, seed=seed, device=runtime.device)["val"]
-
-
-def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, dataset_budgets: list[tuple[str, float]],
-                     runtime: Runtime, *, seed: int, selections: Sequence[str] = ("random",)) -> list[dict[str, Any]]:
-    """Confirm-phase evaluation: for every label selection, at every label budget, linear probe and
-    fine-tuning, on val and test.
-
-    ``random`` subsets come from :func:`label_subset` with this ``seed``: nested and identical for
-    every method. ``typical`` subsets come from :func:`typical_subset` on this encoder's features of
-    the train pool (no label read to choose them), as many images as the random subset of the same
-    budget. Fine-tuning runs ``finetune_steps`` of the subset's size, with the lr of
-    ``confirm.finetune_lrs`` that :func:`choose_finetune_lr` picks on a held-out part of the subset
-    (the validation split plays no part in it). Returns one dict per (selection, budget, protocol)
-    with the columns of ``budget.parquet``.
-    """
-    data = dd.data
-    feats, kept = {}, {}
-    for split in ("train", "val", "test"):
-        f, kept[split] = dd.features(encoder, getattr(data.splits, split), autocast=runtime.autocast)
-        feats[split] = f.cpu().numpy()
-    val_i, test_i, train_i = kept["val"], kept["test"], kept["train"]  # all of each split but skipped images
-    pos = {int(g): i for i, g in enumerate(train_i)}  # full index -> row of feats["train"]
-    rows = []
-    ft_cfg = FinetuneConfig(batch_size=cfg.finetune_batch_size)
-
-    def steps_for(n: int) -> int:
-        return finetune_steps(n, epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
-                              min_steps=cfg.finetune_min_steps, max_steps=cfg.finetune_max_steps)
-    # scored after fine-tuning: on the device whole (finetune takes tensors; under stream read once)
-    val_xy, test_xy = dd.materialize(data.splits.val), dd.materialize(data.splits.test)
-    for selection, (kind, value) in itertools.product(selections, dataset_budgets):
-        sub = label_subset(data.labels, data.splits.train, seed=seed,
-                           **({"fraction": value} if kind == "fraction" else {"per_class": int(value)}))
-        sub = sub[[int(i) in pos for i in sub]]  # a streamed image that did not decode has no features
-        t0 = time.perf_counter()  # the linear row's time includes choosing the subset
-        if selection == "typical":  # the random subset gave the count only: equal labels, equal cost
-            sub = train_i[typical_subset(feats["train"], len(sub), seed=seed)]
-        acc = linear_probe(feats["train"][[pos[int(i)] for i in sub]], data.labels[sub],
-                           {"val": (feats["val"], data.labels[val_i]), "test": (feats["test"], data.labels[test_i])},
-                           c=cfg.linear_c, seed=seed, device=runtime.device)
-        rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="linear", selection=selection,
-                         val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
-        t0 = time.perf_counter()  # the finetune row's time includes choosing its lr
-        sub_x, sub_y = dd.materialize(sub)
-        choice = choose_finetune_lr(encoder, data.num_classes, sub_x, sub_y, cfg.finetune_lrs, steps_for, ft_cfg,
-                                    seed=seed, autocast=runtime.autocast)  # reads only the budget's labels
-        acc = finetune(encoder, data.num_classes, sub_x, sub_y, {"val": val_xy, "test": test_xy},
-                       replace(ft_cfg, lr=choice.lr, steps=steps_for(len(sub))), seed=seed, autocast=runtime.autocast)
-        rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune", selection=selection,
-                         val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0,
-                         finetune_lr=choice.lr, finetune_lr_chosen=choice.chosen))
-    return rows
 
 
 # ----------------------------------------------------------------------------- checkpoints

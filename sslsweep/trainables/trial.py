@@ -12,7 +12,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ray import tune
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
 from sslsweep.data import Prepared
 from sslsweep.rules import NEEDS_DEVICE_POOL
-from sslsweep.schema import TRIAL_KEYS
+from sslsweep.schema import TRIAL_KEYS, budget_label
 from sslsweep.trainables.distributed import start_workers, stop_workers
 from sslsweep.trainables.encoders import build_encoder
 from sslsweep.trainables.tasks import encoder_config_for
@@ -35,14 +35,13 @@ from sslsweep.trainables.train import (
     Pretrainer,
     Runtime,
     choose_residency,
-    evaluate_budgets,
     load_checkpoint,
     make_pretrainer,
     pretrains,
     save_checkpoint,
-    selection_metric,
     train_epochs,
 )
+from sslsweep.trainables.scores import BudgetSubset, evaluate_budgets, search_metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,7 @@ class TrialSettings:
     budgets: tuple[tuple[str, float], ...] = ()
     selections: tuple[str, ...] = ("random",)  # dataset.label_selection
     workers: int = 1  # resources.workers: DDP ranks, one per bundle of the trial's placement group
+    subsets: tuple[BudgetSubset, ...] = ()  # the budget rule's labelled subsets (seed 0), drawn by the driver
 
 
 def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
@@ -69,6 +69,16 @@ def split_config(config: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
     config = config.get("run", config)
     hp = {k: v for k, v in config.items() if k not in TRIAL_KEYS}
     return str(config["method"]), int(config.get("seed", 0)), hp
+
+
+def run_budgets(config: dict[str, Any], budgets: tuple[tuple[str, float], ...]) -> list[tuple[str, float]]:
+    """The label budgets a confirm run evaluates: those its ``budgets`` key names (the budgets at
+    which a selection rule chose its configuration, :mod:`sslsweep.search.choice`), every one when
+    it names none (a run of a sweep made before the budget rule)."""
+    named = config.get("run", config).get("budgets")
+    if named is None:
+        return list(budgets)
+    return [(kind, value) for kind, value in budgets if budget_label(kind, value) in named]
 
 
 def _node() -> str:
@@ -186,11 +196,9 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
             _release(runtime)  # give the memory back to trials sharing the GPU
             tune.report(result)
             return None, False
-        value = selection_metric(pre.encoder, dd, s.eval, runtime, seed=0) if score else None
+        scores = search_metrics(pre.encoder, dd, s.eval, runtime, s.metric, s.subsets) if score else {}
         # after the evaluation: it is the trial's own work, counted in trial_wall_s
-        metrics = _progress(pre, stats, t0) | {"attempt_start_epoch": start_epoch}
-        if score:
-            metrics[s.metric] = value
+        metrics = _progress(pre, stats, t0) | {"attempt_start_epoch": start_epoch} | scores
         if start_epoch and pre.epoch == start_epoch + min(s.eval_every, epochs - start_epoch):
             # first report after a restore: re-send what the checkpoint knows, in case a result
             # was checkpointed but never logged when the worker died (seen under SIGKILL)
@@ -242,8 +250,8 @@ def _search_trial(config: dict[str, Any], data: Prepared, settings: TrialSetting
         if not pretrains(method):  # random init: one report at epoch 0
             torch.manual_seed(seed)
             encoder = build_encoder(encoder_config_for(method, settings.encoder), *data.shape[:2]).to(runtime.device)
-            tune.report(_progress(None, None, t0) | {settings.metric: selection_metric(encoder, dd, settings.eval,
-                                                                                       runtime)})
+            scores = search_metrics(encoder, dd, settings.eval, runtime, settings.metric, settings.subsets)
+            tune.report(_progress(None, None, t0) | scores)
             return
         _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
     finally:
@@ -266,6 +274,7 @@ def _confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettin
     method, seed, hp = split_config(config)
     dd = device_data(data, runtime)
     try:
+        settings = replace(settings, budgets=tuple(run_budgets(config, settings.budgets)))
         _confirm_with(method, seed, hp, data, settings, runtime, dd, t0)
     finally:
         dd.close()

@@ -80,6 +80,31 @@ def test_budget_rows_carry_the_label_selection_and_default_to_random() -> None:
              "val_acc": 0.6, "test_acc": 0.5}]
     res = SimpleNamespace(config={"run": {"method": "simclr", "seed": 1, "source_trial_id": "s"}},
                           metrics={"trial_id": "c1", "budget_rows": json.dumps(rows)})
-    table = budget_table(budget_rows("sw", [res])).to_pandas()
+    table = budget_table(budget_rows("sw", [res], "oracle")).to_pandas()
     assert table["selection"].tolist() == ["typical", "random"]
     assert table["test_acc"].tolist() == [0.4, 0.5]
+    assert table["chosen_by"].tolist() == ["oracle", "oracle"]  # a run naming no budgets: the sweep's own rule
+
+
+def test_a_run_chosen_by_several_rules_has_its_rows_once_per_rule() -> None:
+    """The run's ``budgets`` names the rules that chose it at each budget: its 10% row is written
+    for budget and oracle, its 1% row for oracle only; the accuracies are the run's, unchanged."""
+    from sslsweep.search.results import budget_rows
+
+    rows = [{"budget_kind": "fraction", "budget": b, "n_labels": 3, "protocol": "linear", "val_acc": 0.5,
+             "test_acc": acc} for b, acc in ((0.01, 0.3), (0.1, 0.4))]
+    run = {"method": "simclr", "seed": 0, "source_trial_id": "s",
+           "budgets": {"fraction_0.1": ["budget", "oracle"], "fraction_0.01": ["oracle"]}}
+    res = SimpleNamespace(config={"run": run}, metrics={"trial_id": "c1", "budget_rows": json.dumps(rows)})
+    got = [(r["budget"], r["chosen_by"], r["test_acc"]) for r in budget_rows("sw", [res], "budget")]
+    assert got == [(0.01, "oracle", 0.3), (0.1, "budget", 0.4), (0.1, "oracle", 0.4)]
+
+
+def test_score_columns_reach_the_trials_table_as_floats() -> None:
+    """Every ``score_*`` a trial reported becomes a float column; a diverged report's are null."""
+    from sslsweep.search.results import trials_table
+
+    reports = [r(1, 0.5, diverged=0, score_oracle=0.5, score_label_free=7.0), r(2, 0.0, diverged=1, score_oracle=0.1)]
+    trials = trials_table(trial_rows("s", "knn_top1", 3, [result(reports)])).to_pandas()
+    assert trials["score_oracle"].tolist()[0] == 0.5 and pd.isna(trials["score_oracle"].tolist()[1])
+    assert str(trials["score_label_free"].dtype) == "float64"

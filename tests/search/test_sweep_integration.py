@@ -24,7 +24,7 @@ def sweep_dir(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:  # n
     storage = tmp_path_factory.mktemp("runs")
     overrides = ["experiment=smoke", "method=[simclr,rotation]", f"storage={storage}", "search.num_samples=4",
                  f"search.max_epochs={MAX_EPOCHS}", "search.grace_period=1", "search.reduction_factor=2",
-                 "dataset.labels_per_class=[2]"]
+                 "dataset.labels_per_class=[2]", "eval.compare=[oracle,label_free]"]
     with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
         raw = compose(config_name="config", overrides=overrides)
     uri = run_sweep(from_dictconfig(raw), OmegaConf.to_container(raw, resolve=True))
@@ -50,7 +50,10 @@ def test_trials_table_has_one_row_per_report_and_honest_status(sweep_dir: Path) 
         assert g["epoch"].tolist() == list(range(1, len(g) + 1))
         expected = "completed" if g["epoch"].max() == MAX_EPOCHS else "stopped"
         assert set(g["status"]) == {expected}
-    assert t["metric"].between(0, 1).all()
+    assert (t["metric"] == t["score_label_free"]).all() and (t["metric"] >= 1).all()  # RankMe: the search's metric
+    assert t["score_oracle"].between(0, 1).all()
+    for budget in ("fraction_0.1", "fraction_1", "per_class_2"):  # 2 labels per class: held out one by one
+        assert t[f"score_budget_{budget}"].between(0, 1).all(), budget
     assert t.loc[t.method == "rotation", "hp_temperature"].isna().all()
     assert t.loc[t.method == "simclr", "hp_temperature"].notna().all()
     assert t.loc[t.method == "rotation", "pretext_acc"].notna().all()
@@ -70,30 +73,44 @@ def test_optuna_studies_match_the_trials_table(sweep_dir: Path) -> None:
 
 
 def test_budget_table_covers_methods_seeds_budgets_protocols(sweep_dir: Path) -> None:
-    """Confirm phase: 2 methods x 2 seeds x 3 budgets x 2 protocols; the same labeled subset size
-    for every method at a budget and seed; accuracies in [0, 1]; the source trial is a search trial."""
-    b = pd.read_parquet(sweep_dir / "budget.parquet")
+    """Confirm phase, for each selection rule: 2 methods x 2 seeds x 3 budgets x 2 protocols; the
+    same labeled subset size for every method at a budget and seed; accuracies in [0, 1]; the
+    source trial is a search trial."""
+    every = pd.read_parquet(sweep_dir / "budget.parquet")
     t = pd.read_parquet(sweep_dir / "trials.parquet")
-    assert len(b) == 2 * 2 * 3 * 2
+    assert every.groupby("chosen_by").size().to_dict() == {rule: 2 * 2 * 3 * 2 for rule in ("budget", "label_free", "oracle")}
+    b = every[every.chosen_by == "budget"]
     assert set(b.protocol) == {"linear", "finetune"} and set(b.seed) == {0, 1}
     assert b.groupby(["budget_kind", "budget", "seed"])["n_labels"].nunique().eq(1).all()
     per_class = b[b.budget_kind == "per_class"]
     assert (per_class["n_labels"] == 2 * 10).all()
     assert b[["val_acc", "test_acc"]].stack().between(0, 1).all()
-    assert set(b.source_trial_id) <= set(t.trial_id)
-    assert (b.pretrain_epochs == MAX_EPOCHS).all()
+    assert set(every.source_trial_id) <= set(t.trial_id)
+    assert (every.pretrain_epochs == MAX_EPOCHS).all()
 
 
-def test_best_configuration_is_the_best_completed_trial(sweep_dir: Path) -> None:
-    """The configuration retrained in the confirm phase is the completed trial with the best final
-    metric (of tied ones, the smallest trial id)."""
+def _best(final: pd.DataFrame, column: str) -> str:
+    """The completed trial with the highest ``column`` (ties: higher metric, then smaller id)."""
+    return str(final.sort_values([column, "metric", "trial_id"], ascending=[False, False, True]).trial_id.iloc[0])
+
+
+def test_each_rule_confirms_the_trial_its_own_signal_ranks_first(sweep_dir: Path) -> None:
+    """At every budget, the configuration each rule retrained is the completed trial its signal
+    ranks first: oracle by the validation kNN, label_free by RankMe, budget by the leave-one-out
+    kNN inside that budget's own labelled subset. A run chosen by several rules is trained once."""
     t = pd.read_parquet(sweep_dir / "trials.parquet")
     b = pd.read_parquet(sweep_dir / "budget.parquet")
     final = t[(t.status == "completed")].sort_values("epoch").groupby("trial_id").tail(1)
-    assert set(b.method) <= set(final.method) and len(set(b.method)) >= 2  # the loop checks every method
-    for method, g in final.groupby("method"):
-        best = min(g[g.metric == g.metric.max()].trial_id)
-        assert set(b[b.method == method].source_trial_id) == {best}
+    assert set(b.method) == set(final.method) == {"simclr", "rotation"}
+    for (method, kind, budget, rule), g in b.groupby(["method", "budget_kind", "budget", "chosen_by"]):
+        mine = final[final.method == method]
+        column = {"oracle": "score_oracle", "label_free": "score_label_free"}.get(
+            rule, f"score_budget_{kind}_{budget:g}")
+        assert set(g.source_trial_id) == {_best(mine, column)}, (method, kind, budget, rule)
+    runs = b.groupby(["method", "source_trial_id", "seed"])["trial_id"].nunique()
+    assert (runs == 1).all()  # one confirm trial per chosen configuration and seed, whatever chose it
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert len(manifest["choices"]) == 2 * 3 * 3  # methods x rules x budgets
 
 
 def test_manifest_records_provenance(sweep_dir: Path) -> None:

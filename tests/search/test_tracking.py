@@ -149,10 +149,9 @@ def test_sweep_passes_tracking_and_its_directory_to_both_tuners(tmp_path: Path,
     monkeypatch.setattr(sweep_mod, "restore_or_new", lambda path, trainable, res, make, param_space=None: make())
     monkeypatch.setattr(sweep_mod, "search_tuner", capture("search"))
     monkeypatch.setattr(sweep_mod, "confirm_tuner", capture("confirm"))
-    monkeypatch.setattr(sweep_mod, "best_configs", lambda trials: {"none": {"trial_id": "t0", "hp": {}}})
     with pytest.raises(Stop):
         sweep._fit_search(None, cfg.methods[0], tmp_path / "none.journal", "search-none", done=False)
-    sweep.trials = pd.DataFrame()
+    sweep.trials = pd.DataFrame([dict(method="none", trial_id="t0", seed=0, epoch=0, metric=1.0, status="completed")])
     with pytest.raises(Stop):
         sweep._confirm(None)
     for kind in ("search", "confirm"):

@@ -129,7 +129,7 @@ def test_leaving_the_group_gives_back_the_one_worker_modules(tmp_path: Path) -> 
 
 # ----------------------------------------------------------------------------- through Ray Tune
 
-SETTINGS = TrialSettings(encoder=EncoderConfig(width=4), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3),
+SETTINGS = TrialSettings(encoder=EncoderConfig(width=4), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3, selection="oracle", compare=()),
                          confirm=ConfirmConfig(), metric="knn_top1", max_epochs=EPOCHS, eval_every=1,
                          num_threads=1, workers=2)
 CONFIG = {"method": "rotation", "seed": 0, **HP}
@@ -208,5 +208,6 @@ def test_a_multi_worker_trial_reserves_one_bundle_per_rank_and_gets_its_worker_c
     assert resources(ResourcesConfig(cpu=2, gpu=0.5)) == {"cpu": 2.0, "gpu": 0.5}
     cfg = load("resources.workers=2", "method=[rotation]", "storage=/tmp/unused")
     sweep = Sweep.create(cfg, {})
-    assert sweep._settings(confirm=False).workers == sweep._settings(confirm=True).workers == 2
+    data = tiny_data()
+    assert sweep._settings(data, confirm=False).workers == sweep._settings(data, confirm=True).workers == 2
     assert sweep._device_count() == 2 * cfg.resources.cpu  # device-seconds count every rank

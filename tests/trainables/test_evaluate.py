@@ -15,7 +15,7 @@ import numpy as np
 
 import sslsweep.trainables.evaluate as evaluate_mod
 from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, finetune, finetune_steps,
-                                          holdout_split, knn_predict, knn_top1, rankme)
+                                          holdout_split, knn_predict, knn_top1, loo_knn_top1, rankme)
 
 
 class _Scale(nn.Module):
@@ -190,3 +190,33 @@ def test_streamed_knn_equals_the_one_block_computation(query_chunk: int, bank_ch
     acc = knn_top1(bank, bank_labels, query, query_labels, k=k, num_classes=5, query_chunk=query_chunk,
                    bank_chunk=bank_chunk)
     assert acc == (expected == query_labels).sum().item() / len(query)
+
+
+def test_leave_one_out_knn_matches_a_hand_computed_case() -> None:
+    """Four points on two lines: each one's nearest other point is its pair, so with k=1 the
+    held-out accuracy is 1 under the true labels and 0 with the pairs' labels crossed; a point
+    never votes for itself (with itself it would always be right)."""
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    assert loo_knn_top1(feats, torch.tensor([0, 0, 1, 1]), k=1, num_classes=2) == 1.0
+    assert loo_knn_top1(feats, torch.tensor([0, 1, 0, 1]), k=1, num_classes=2) == 0.0
+
+
+def test_leave_one_out_knn_scores_only_classes_with_two_labels() -> None:
+    """A class with a single label is not scored (it cannot be right); no such class at all: NaN."""
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    assert loo_knn_top1(feats, torch.tensor([0, 0, 1]), k=1, num_classes=2) == 1.0  # the two of class 0
+    assert math.isnan(loo_knn_top1(feats, torch.tensor([0, 1, 2]), k=1, num_classes=3))
+
+
+def test_leave_one_out_knn_equals_a_brute_force_loop_across_chunks() -> None:
+    """Against a loop that drops each point and runs knn_predict on the rest, with the bank in
+    chunks smaller than the set (the excluded row falls in one chunk, the others in others)."""
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(60, 8, generator=g), torch.randint(0, 3, (60,), generator=g)
+    want = []
+    for i in range(60):
+        rest = torch.cat([torch.arange(i), torch.arange(i + 1, 60)])
+        want.append(int(knn_predict(feats[rest], labels[rest], feats[i:i + 1], k=5, num_classes=3)[0]))
+    got = knn_predict(feats, labels, feats, k=5, num_classes=3, exclude=torch.arange(60), bank_chunk=7, query_chunk=11)
+    assert got.tolist() == want
+    assert loo_knn_top1(feats, labels, k=5, num_classes=3) == (torch.tensor(want) == labels).float().mean().item()

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from sslsweep.config import ConfirmConfig, EncoderConfig
-from sslsweep.trainables import train as train_mod
+from sslsweep.trainables import scores as scores_mod
 from sslsweep.trainables.encoders import build_encoder
-from sslsweep.trainables.train import DeviceData, evaluate_budgets
+from sslsweep.trainables.scores import evaluate_budgets
+from sslsweep.trainables.train import DeviceData
 from tests.trainables.test_train import CPU, tiny_data
 
 CONFIRM = ConfirmConfig(finetune_min_steps=3, finetune_max_steps=3)
@@ -67,14 +68,14 @@ def test_typical_subsets_come_from_features_and_not_from_labels(monkeypatch: pyt
     """typical_subset gets the train pool's features and a count; relabelling the train pool
     (same class sizes, labels moved between images) changes none of the subsets it picks."""
     calls: list[tuple[tuple[int, ...], int, np.ndarray]] = []
-    real = train_mod.typical_subset
+    real = scores_mod.typical_subset
 
     def spy(features: np.ndarray, n: int, *, seed: int) -> np.ndarray:
         rows = real(features, n, seed=seed)
         calls.append((features.shape, n, rows))
         return rows
 
-    monkeypatch.setattr(train_mod, "typical_subset", spy)
+    monkeypatch.setattr(scores_mod, "typical_subset", spy)
     data = tiny_data()
     run(data, ("typical",))
     labels = data.labels.copy()

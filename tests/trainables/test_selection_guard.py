@@ -4,7 +4,10 @@
   guards that refuse any access, :func:`selection_metric` still returns its value, and permuting
   the labels changes nothing;
 * ``oracle`` reads labels (it is the labelled upper bound): the same guards fire, which shows they
-  would catch a label-free metric that peeked.
+  would catch a label-free metric that peeked;
+* ``budget`` reads, for each label budget, the labels of that budget's subset and no other: a
+  label array that answers only inside the subset serves it, and permuting every label outside a
+  budget's subset leaves that budget's score unchanged.
 
 The guards are the contract suite's (:mod:`tests.trainables.test_task_contract`).
 """
@@ -20,7 +23,9 @@ import torch
 from sslsweep.config import EncoderConfig, EvalConfig
 from sslsweep.data import Prepared, Splits
 from sslsweep.trainables.encoders import build_encoder
-from sslsweep.trainables.train import DeviceData, Runtime, selection_metric
+from sslsweep.schema import score_column
+from sslsweep.trainables.scores import budget_scores, search_metrics, selection_metric, selection_scores
+from sslsweep.trainables.train import DeviceData, Runtime
 from tests.trainables.test_task_contract import LabelGuard, LabelRead
 
 CPU = Runtime(torch.device("cpu"), autocast=False, channels_last=False, compile=False)
@@ -73,3 +78,75 @@ def test_label_free_selection_does_not_depend_on_the_labels() -> None:
     values = [selection_metric(encoder(), device_data(y.astype(np.int64), list("abcd")),
                                EvalConfig(selection="label_free"), CPU) for y in (labels, permuted)]
     assert values[0] == values[1]
+
+
+# ----------------------------------------------------------------------------- the budget rule
+
+
+class BudgetLabels:
+    """A label array that answers only for the indices of ``allowed`` (one budget's subset) and
+    raises on any other read; records every index it gave out."""
+
+    def __init__(self, labels: np.ndarray, allowed: np.ndarray) -> None:
+        self.labels, self.allowed, self.read = torch.as_tensor(labels), set(int(i) for i in allowed), set()
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        idx = [int(i) for i in torch.as_tensor(key).reshape(-1)]
+        outside = sorted(set(idx) - self.allowed)
+        if outside:
+            raise LabelRead(f"labels {outside[:5]} read outside the budget's subset")
+        self.read |= set(idx)
+        return self.labels[torch.as_tensor(idx, dtype=torch.long)]
+
+
+LABELS = (np.arange(N) % 4).astype(np.int64)
+SMALL, LARGE = np.arange(0, 8), np.arange(0, 16)  # nested label subsets of the train pool (0..23), 2 and 4 per class
+
+
+def budget_score(dd: DeviceData, subsets: list[tuple[str, float, np.ndarray]]) -> dict[str, float]:
+    return budget_scores(encoder(), dd, subsets, EvalConfig(knn_k=3), CPU)
+
+
+def test_budget_scores_read_only_the_labels_of_their_subsets() -> None:
+    """Every label the budget rule reads lies in a budget's subset: with the device labels
+    answering only for the larger subset, both scores come back and nothing else was read; with
+    them answering only for the smaller one, scoring the larger budget raises."""
+    dd = device_data(LABELS, list("abcd"))
+    dd.data.labels = LabelGuard("numpy labels")  # the driver drew the subsets: the trial needs no numpy label
+    dd.labels = BudgetLabels(LABELS, LARGE)  # type: ignore[assignment]
+    scores = budget_score(dd, [("per_class", 2, SMALL), ("per_class", 4, LARGE)])
+    assert set(scores) == {score_column("budget", "per_class", 2), score_column("budget", "per_class", 4)}
+    assert all(0 <= v <= 1 for v in scores.values()) and dd.labels.read == set(LARGE.tolist())
+    dd.labels = BudgetLabels(LABELS, SMALL)  # type: ignore[assignment]
+    with pytest.raises(LabelRead):
+        budget_score(dd, [("per_class", 4, LARGE)])
+
+
+def test_a_budget_score_does_not_depend_on_labels_outside_its_subset() -> None:
+    """Permuting every label outside the small budget's subset (including the larger budget's and
+    the validation split's) leaves the small budget's score unchanged; its own labels do count (all
+    one class: every held-out image is classified right)."""
+    base = budget_score(device_data(LABELS, list("abcd")), [("per_class", 2, SMALL)])
+    outside = LABELS.copy()
+    outside[8:] = np.random.default_rng(0).permutation(outside[8:])
+    assert (outside != LABELS).any()
+    assert budget_score(device_data(outside, list("abcd")), [("per_class", 2, SMALL)]) == base
+    inside = LABELS.copy()
+    inside[:8] = 0
+    assert budget_score(device_data(inside, list("abcd")), [("per_class", 2, SMALL)]) == {"score_budget_per_class_2": 1.0}
+    assert base["score_budget_per_class_2"] < 1.0
+
+
+def test_selection_scores_report_one_signal_per_rule() -> None:
+    """Under budget with compare [oracle, label_free]: RankMe (the search's metric), the oracle's
+    kNN and one score per budget; with compare [] no oracle signal is computed (so no validation
+    label is read)."""
+    dd = device_data(LABELS, list("abcd"))
+    subsets = [("per_class", 2, SMALL)]
+    every = selection_scores(encoder(), dd, EvalConfig(knn_k=3), CPU, subsets)
+    assert set(every) == {"score_label_free", "score_oracle", "score_budget_per_class_2"}
+    alone = selection_scores(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, subsets)
+    assert set(alone) == {"score_label_free", "score_budget_per_class_2"}
+    assert alone["score_label_free"] == every["score_label_free"] >= 1  # RankMe: an effective rank
+    metrics = search_metrics(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, "rankme", subsets)
+    assert metrics["rankme"] == metrics["score_label_free"]

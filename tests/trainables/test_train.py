@@ -16,14 +16,13 @@ from sslsweep.trainables.train import (
     Diverged,
     Runtime,
     choose_residency,
-    evaluate_budgets,
     lr_at,
     load_checkpoint,
     make_pretrainer,
     save_checkpoint,
-    selection_metric,
     train_one_epoch,
 )
+from sslsweep.trainables.scores import evaluate_budgets, selection_metric
 from tests.conftest import make_images
 from tests.data.conftest import photos, write_shards
 
@@ -86,7 +85,7 @@ def test_bf16_autocast_and_channels_last_path_runs_on_cpu() -> None:
     pre, dd = pretrainer(runtime=rt)
     stats = train_one_epoch(pre, dd.pool())
     assert np.isfinite(stats.loss) and stats.views == 2 * 16 * 2  # 2 steps of 16 images, 2 views each
-    assert 0 <= selection_metric(pre.encoder, dd, EvalConfig(knn_k=3), rt) <= 1
+    assert 0 <= selection_metric(pre.encoder, dd, EvalConfig(knn_k=3, selection="oracle"), rt) <= 1
 
 
 def test_runtime_resolves_cpu_defaults_without_cuda() -> None:
@@ -216,7 +215,7 @@ def test_stream_residency_scores_like_memory_and_trains(tmp_path: Path, cache_di
     pre = make_pretrainer("simclr", HP, mem, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=2, seed=0)
     on_device, streamed = DeviceData.put(mem, CPU.device), DeviceData.put(st, CPU.device, "stream")
     assert streamed.images is None
-    ev = EvalConfig(knn_k=3)
+    ev = EvalConfig(knn_k=3, selection="oracle")
     assert selection_metric(pre.encoder, streamed, ev, CPU) == selection_metric(pre.encoder, on_device, ev, CPU)
     confirm = ConfirmConfig(finetune_min_steps=2, finetune_max_steps=2, finetune_lrs=(0.01,))
     rows = [evaluate_budgets(pre.encoder, d, confirm, [("fraction", 0.5)], CPU, seed=0) for d in (on_device, streamed)]

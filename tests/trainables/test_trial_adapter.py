@@ -14,7 +14,7 @@ from sslsweep.trainables import trial as trial_mod
 from sslsweep.trainables.trial import TrialSettings, confirm_trial, search_trial
 from tests.trainables.test_train import tiny_data
 
-SETTINGS = TrialSettings(encoder=EncoderConfig(width=4), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3),
+SETTINGS = TrialSettings(encoder=EncoderConfig(width=4), trainer=TrainerConfig(), eval=EvalConfig(knn_k=3, selection="oracle", compare=()),
                          confirm=ConfirmConfig(finetune_min_steps=3, finetune_max_steps=3), metric="knn_top1",
                          max_epochs=3, eval_every=1,
                          num_threads=1, budgets=(("fraction", 0.5), ("per_class", 2.0)))
@@ -198,8 +198,8 @@ def test_trial_wall_time_includes_the_selection_metric(recorder: Recorder, monke
     every report's trial time (it is the trial's work, not Tune's overhead)."""
     import time
 
-    real = trial_mod.selection_metric
-    monkeypatch.setattr(trial_mod, "selection_metric", lambda *a, **k: (time.sleep(0.3), real(*a, **k))[1])
+    real = trial_mod.search_metrics
+    monkeypatch.setattr(trial_mod, "search_metrics", lambda *a, **k: (time.sleep(0.3), real(*a, **k))[1])
     search_trial(dict(CONFIG), tiny_data(), SETTINGS)
     walls = [r["trial_wall_s"] for r in recorder.reports]
     assert all(w >= 0.3 * (i + 1) for i, w in enumerate(walls)), walls
@@ -249,3 +249,20 @@ def test_confirm_trial_evaluates_each_label_selection_of_the_settings(recorder: 
     assert {r["selection"] for r in rows} == {"random", "typical"} and len(rows) == 8
     counts = {(r["selection"], r["budget_kind"]): r["n_labels"] for r in rows}
     assert all(counts[("random", k)] == counts[("typical", k)] for k in ("fraction", "per_class"))
+
+
+def test_a_confirm_run_evaluates_only_the_budgets_it_was_chosen_at(recorder: Recorder) -> None:
+    """A run whose ``budgets`` names one budget reports rows at that budget only; one naming none
+    (made before the budget rule) at every budget of the settings."""
+    import json
+    from dataclasses import replace
+
+    from sslsweep.trainables.trial import run_budgets
+
+    budgets = (("fraction", 0.5), ("per_class", 2.0))
+    assert run_budgets({"run": {"budgets": {"per_class_2": ["budget"]}}}, budgets) == [("per_class", 2.0)]
+    assert run_budgets({"run": {"method": "none"}}, budgets) == list(budgets)
+    confirm_trial({"run": {**CONFIG, "budgets": {"per_class_2": ["oracle"]}}}, tiny_data(),
+                  replace(SETTINGS, budgets=budgets))
+    rows = json.loads(recorder.reports[-1]["budget_rows"])
+    assert {(r["budget_kind"], r["budget"]) for r in rows} == {("per_class", 2.0)}

@@ -1,0 +1,122 @@
+"""Which search trial each selection rule confirms (sslsweep.search.choice), on constructed trial
+tables whose right answers are known by construction."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from sslsweep.search.choice import FALLBACK, choices, confirm_plan
+
+BUDGETS = [("fraction", 0.01), ("fraction", 0.1)]
+
+
+def trial(tid: str, status: str, metric: float, *, method: str = "simclr", epoch: int = 4, **scores: float) -> list[dict]:
+    """Two reports of one trial (epoch 2 and its last), the scores on the last only."""
+    early = dict(method=method, trial_id=tid, epoch=2, metric=0.0, status=status)
+    return [early, dict(method=method, trial_id=tid, epoch=epoch, metric=metric, status=status, **scores)]
+
+
+def table(*trials: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([r for t in trials for r in t])
+
+
+def chosen(df: pd.DataFrame, rule: str, budget: float, method: str = "simclr") -> str:
+    row = df[(df["rule"] == rule) & (df["budget"] == budget) & (df["method"] == method)]
+    assert len(row) == 1, row
+    return str(row["trial_id"].iloc[0])
+
+
+def test_each_rule_chooses_by_its_own_signal_and_budget_per_budget() -> None:
+    """a is best by RankMe, b by the oracle, c at 1% and b at 10% of labels: each rule picks its
+    own, the budget rule differently per budget."""
+    def at(small: float, large: float) -> dict[str, float]:  # the budget rule's scores at 1% and 10%
+        return {"score_budget_fraction_0.01": small, "score_budget_fraction_0.1": large}
+
+    trials = table(trial("a", "completed", 9.0, score_label_free=9.0, score_oracle=0.5, **at(0.2, 0.5)),
+                   trial("b", "completed", 5.0, score_label_free=5.0, score_oracle=0.9, **at(0.3, 0.8)),
+                   trial("c", "completed", 4.0, score_label_free=4.0, score_oracle=0.7, **at(0.6, 0.7)))
+    df = choices(trials, ("budget", "oracle", "label_free"), BUDGETS)
+    assert [chosen(df, "budget", b) for _, b in BUDGETS] == ["c", "b"]
+    assert [chosen(df, "oracle", b) for _, b in BUDGETS] == ["b", "b"]
+    assert [chosen(df, "label_free", b) for _, b in BUDGETS] == ["a", "a"]
+    assert set(df.loc[df["rule"] == "budget", "signal"]) == {"loo_knn"}
+    assert df.loc[(df["rule"] == "budget") & (df["budget"] == 0.01), "score"].item() == 0.6
+
+
+def test_completed_trials_come_before_stopped_and_failed_ones_are_never_chosen() -> None:
+    """A stopped trial with a higher score loses to a completed one; a failed one is never picked;
+    with only stopped trials the best of them is."""
+    trials = table(trial("done", "completed", 1.0, score_oracle=0.5),
+                   trial("stop", "stopped", 2.0, epoch=2, score_oracle=0.9),
+                   trial("fail", "failed", 3.0, score_oracle=1.0))
+    assert chosen(choices(trials, ("oracle",), BUDGETS[:1]), "oracle", 0.01) == "done"
+    only_stopped = trials[trials["trial_id"] != "done"]
+    assert chosen(choices(only_stopped, ("oracle",), BUDGETS[:1]), "oracle", 0.01) == "stop"
+
+
+def test_a_budget_with_nothing_held_out_falls_back_to_rankme() -> None:
+    """NaN budget scores (no class with 2 labels) -> the label-free signal chooses, and says so."""
+    trials = table(trial("a", "completed", 9.0, score_label_free=9.0, **{"score_budget_fraction_0.01": math.nan}),
+                   trial("b", "completed", 5.0, score_label_free=5.0, **{"score_budget_fraction_0.01": math.nan}))
+    df = choices(trials, ("budget",), BUDGETS[:1])
+    assert chosen(df, "budget", 0.01) == "a" and df["signal"].item() == FALLBACK
+
+
+def test_ties_go_to_the_search_metric_then_the_smallest_trial_id() -> None:
+    """Equal budget scores: the higher RankMe (search metric) wins; equal both: the smaller id."""
+    col = "score_budget_fraction_0.01"
+    trials = table(trial("b", "completed", 2.0, **{col: 0.5}), trial("a", "completed", 1.0, **{col: 0.5}))
+    assert chosen(choices(trials, ("budget",), BUDGETS[:1]), "budget", 0.01) == "b"
+    trials = table(trial("b", "completed", 1.0, **{col: 0.5}), trial("a", "completed", 1.0, **{col: 0.5}))
+    assert chosen(choices(trials, ("budget",), BUDGETS[:1]), "budget", 0.01) == "a"
+
+
+def test_a_sweep_without_score_columns_chooses_its_own_rule_by_the_metric() -> None:
+    """Trials written before the budget rule have only ``metric``: the sweep's rule (oracle)
+    chooses by it, the best completed trial as before; other rules have no signal and no rows."""
+    trials = table(trial("a", "completed", 0.4), trial("b", "completed", 0.8), trial("c", "stopped", 0.9, epoch=2))
+    df = choices(trials, ("oracle", "label_free"), BUDGETS)
+    assert set(df["rule"]) == {"oracle"} and set(df["trial_id"]) == {"b"}
+
+
+def test_methods_are_chosen_separately() -> None:
+    """One method's better scores never make another method's trial chosen."""
+    trials = table(trial("s1", "completed", 1.0, method="simclr", score_oracle=0.9),
+                   trial("r1", "completed", 1.0, method="rotation", score_oracle=0.2),
+                   trial("r2", "completed", 1.0, method="rotation", score_oracle=0.3))
+    df = choices(trials, ("oracle",), BUDGETS[:1])
+    assert chosen(df, "oracle", 0.01, "simclr") == "s1" and chosen(df, "oracle", 0.01, "rotation") == "r2"
+
+
+def test_the_confirm_plan_runs_each_chosen_trial_once_with_the_rules_per_budget() -> None:
+    """Trial c chosen by budget at 1%, b by budget at 10% and by oracle at both: two runs; b's run
+    evaluates both budgets and names the rules that chose it at each."""
+    df = pd.DataFrame([dict(method="m", rule="budget", budget_kind="fraction", budget=0.01, trial_id="c"),
+                       dict(method="m", rule="budget", budget_kind="fraction", budget=0.1, trial_id="b"),
+                       dict(method="m", rule="oracle", budget_kind="fraction", budget=0.01, trial_id="b"),
+                       dict(method="m", rule="oracle", budget_kind="fraction", budget=0.1, trial_id="b")])
+    assert confirm_plan(df) == [("c", {"fraction_0.01": ["budget"]}),
+                                ("b", {"fraction_0.1": ["budget", "oracle"], "fraction_0.01": ["oracle"]})]
+
+
+def test_search_trials_get_the_seed_0_subset_of_every_budget_and_confirm_trials_none() -> None:
+    """Under the budget rule the driver draws each budget's labelled subset (seed 0, the subset
+    confirm seed 0 evaluates) for the search trials; a sweep without the budget rule draws none."""
+    import numpy as np
+
+    from sslsweep.data import budget_subset
+    from sslsweep.search.sweep import Sweep
+    from tests.test_config import load
+    from tests.trainables.test_train import tiny_data
+
+    data = tiny_data()
+    sweep = Sweep.create(load("storage=/tmp/unused"), {})
+    subsets = sweep._settings(data, confirm=False).subsets
+    assert [(k, v) for k, v, _ in subsets] == [("fraction", 0.01), ("fraction", 0.1), ("fraction", 1.0)]
+    for kind, value, idx in subsets:
+        assert np.array_equal(idx, budget_subset(data.labels, data.splits.train, kind, value, seed=0))
+    assert sweep._settings(data, confirm=True).subsets == ()
+    oracle = Sweep.create(load("storage=/tmp/unused", "eval.selection=oracle", "eval.compare=[label_free]"), {})
+    assert oracle._settings(data, confirm=False).subsets == ()
