@@ -257,6 +257,11 @@ def _check_eval(ev: EvalConfig) -> None:
     for rule in ev.compare:
         require(rule in SELECTION_RULES, "eval.compare", rule, f"unknown selection rule; known: {rules}")
     require(len(set(ev.compare)) == len(ev.compare), "eval.compare", list(ev.compare), "names a rule twice; give each once")
+    labelled = [r for r in ev.compare if r != "label_free"]
+    if ev.selection == "label_free" and labelled:  # allowed: the signals are for the report only
+        log.warning("eval.selection = label_free with eval.compare = %s: the search trials read labels to report "
+                    "the %s signal (never used by the label-free search or choice); eval.compare=[] reads no label "
+                    "before confirm", list(ev.compare), " and ".join(labelled))
 
 
 def _check_tracking(tracking: Any) -> None:

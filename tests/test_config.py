@@ -315,3 +315,14 @@ def test_a_config_saved_before_the_fine_tune_keys_changed_still_loads_with_its_s
 def compose_raw():
     with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
         return compose(config_name="config")
+
+
+def test_label_free_with_a_labelled_rule_to_compare_warns_that_labels_are_read(caplog: pytest.LogCaptureFixture) -> None:
+    """label_free promises no label before confirm; comparing with oracle breaks that in the trials,
+    so validation says so (one warning), and says nothing with eval.compare=[]."""
+    with caplog.at_level("WARNING"):
+        load("eval.selection=label_free", "eval.compare=[]")
+    assert "read labels" not in caplog.text
+    with caplog.at_level("WARNING"):
+        load("eval.selection=label_free")
+    assert "read labels to report the oracle signal" in caplog.text

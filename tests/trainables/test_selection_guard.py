@@ -150,3 +150,20 @@ def test_selection_scores_report_one_signal_per_rule() -> None:
     assert alone["score_label_free"] == every["score_label_free"] >= 1  # RankMe: an effective rank
     metrics = search_metrics(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, "rankme", subsets)
     assert metrics["rankme"] == metrics["score_label_free"]
+
+
+def test_a_label_free_search_with_nothing_to_compare_reports_without_reading_a_label() -> None:
+    """Everything a search trial reports (search_metrics) under label_free with eval.compare = []
+    reads no label array: the guards stay silent."""
+    dd, guards = guarded()
+    metrics = search_metrics(encoder(), dd, EvalConfig(selection="label_free", compare=()), CPU, "rankme")
+    assert not any(g.reads for g in guards), [g.reads for g in guards]
+    assert set(metrics) == {"rankme", "score_label_free"}
+
+
+def test_comparing_with_the_oracle_reads_labels_so_the_guard_fires() -> None:
+    """The default eval.compare names oracle: its signal reads validation labels (which is why
+    label_free with a labelled rule to compare logs a warning)."""
+    dd, _ = guarded()
+    with pytest.raises(LabelRead):
+        search_metrics(encoder(), dd, EvalConfig(selection="label_free", knn_k=3), CPU, "rankme")
