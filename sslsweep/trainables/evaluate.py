@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -353,14 +353,29 @@ def choose_finetune_lr(encoder: nn.Module, num_classes: int, images: torch.Tenso
     return LrChoice(lrs[best], True, scores)
 
 
+# What a fine-tuned model is scored on: (images, labels) tensors, or a function giving (images,
+# labels) batches on the device (a split streamed or copied a batch at a time).
+EvalSet = tuple[torch.Tensor, torch.Tensor] | Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _eval_batches(data: EvalSet, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if callable(data):
+        yield from data()
+        return
+    x, y = data
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], y[i:i + batch_size]
+
+
 def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
-             evals: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: FinetuneConfig, *, seed: int,
+             evals: dict[str, EvalSet], cfg: FinetuneConfig, *, seed: int,
              autocast: bool = False) -> dict[str, float]:
     """Fine-tune a copy of the encoder with a new linear head on the labeled images.
 
     ``cfg.steps`` SGD steps (cosine schedule; the confirm phase sets them per budget with
     :func:`finetune_steps`); batches are always drawn with replacement (a 1% subset may be smaller than a batch).
-    The encoder passed in is not modified.
+    The encoder passed in is not modified. The head's initial weights and the batches come from
+    ``seed`` alone, so the same call gives the same result whatever ran before in the process.
 
     The head is a parameter-free BatchNorm then a linear layer (the BN-before-the-classifier of
     MAE's linear probing, He et al. 2022, sec. A.2), so it sees standardised features whatever
@@ -369,10 +384,12 @@ def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels:
     same SGD steps fall well short: 87.5% vs 98.1% test accuracy at 100% of labels.
 
     Returns:
-        accuracy on each named evaluation set.
+        accuracy on each named evaluation set (tensors, or a function giving batches: :data:`EvalSet`).
     """
     device = images.device
-    head = nn.Sequential(nn.BatchNorm1d(encoder.out_dim, affine=False), nn.Linear(encoder.out_dim, num_classes))
+    with torch.random.fork_rng(devices=[]):  # the head's init from ``seed``, not from whatever ran before
+        torch.manual_seed(seed)
+        head = nn.Sequential(nn.BatchNorm1d(encoder.out_dim, affine=False), nn.Linear(encoder.out_dim, num_classes))
     net = nn.Sequential(copy.deepcopy(encoder), head).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -390,10 +407,12 @@ def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels:
     net.eval()
     out = {}
     with torch.no_grad():
-        for name, (x, y) in evals.items():
-            correct = 0
-            for i in range(0, len(x), 512):
+        for name, data in evals.items():
+            correct = total = 0
+            for x, y in _eval_batches(data):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    correct += (net(to_float(x[i:i + 512])).argmax(1) == y[i:i + 512]).sum().item()
-            out[name] = correct / max(1, len(x))
+                    correct += (net(to_float(x)).argmax(1) == y).sum().item()
+                total += len(y)
+            out[name] = correct / max(1, total)
     return out
+

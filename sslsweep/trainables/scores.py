@@ -9,6 +9,7 @@ Confirm: :func:`evaluate_budgets`, linear probe and fine-tuning at every label b
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from dataclasses import replace
@@ -124,8 +125,9 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
     def steps_for(n: int) -> int:
         return finetune_steps(n, epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
                               min_steps=cfg.finetune_min_steps, max_steps=cfg.finetune_max_steps)
-    # scored after fine-tuning: on the device whole (finetune takes tensors; under stream read once)
-    val_xy, test_xy = dd.materialize(data.splits.val), dd.materialize(data.splits.test)
+    # scored after fine-tuning a batch at a time (never whole on the device; under stream read per evaluation)
+    evals = {"val": functools.partial(dd.labelled_batches, data.splits.val),
+             "test": functools.partial(dd.labelled_batches, data.splits.test)}
     for selection, (kind, value) in itertools.product(selections, dataset_budgets):
         sub = budget_subset(data.labels, data.splits.train, kind, value, seed=seed)
         sub = sub[[int(i) in pos for i in sub]]  # a streamed image that did not decode has no features
@@ -141,7 +143,7 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
         sub_x, sub_y = dd.materialize(sub)
         choice = choose_finetune_lr(encoder, data.num_classes, sub_x, sub_y, cfg.finetune_lrs, steps_for, ft_cfg,
                                     seed=seed, autocast=runtime.autocast)  # reads only the budget's labels
-        acc = finetune(encoder, data.num_classes, sub_x, sub_y, {"val": val_xy, "test": test_xy},
+        acc = finetune(encoder, data.num_classes, sub_x, sub_y, evals,
                        replace(ft_cfg, lr=choice.lr, steps=steps_for(len(sub))), seed=seed, autocast=runtime.autocast)
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0,

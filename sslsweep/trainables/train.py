@@ -393,9 +393,26 @@ class DeviceData:
         order = np.argsort(pos, kind="stable")
         return torch.cat(feats)[torch.as_tensor(order, device=self.device)], np.asarray(indices)[pos[order]]
 
+    def labelled_batches(self, indices: np.ndarray, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) of ``indices`` on the device, ``batch_size`` at a time, in no promised
+        order: what a fine-tuned model is scored on, never held whole (under ``host`` copied a
+        batch at a time, under ``stream`` read as centre crops, less skipped images)."""
+        indices = np.asarray(indices)
+        if self.residency == "stream":
+            for images, pos in self.reader.batches(indices, batch_size):  # type: ignore[union-attr]
+                yield _to_device(images, self.device), self.labels[self.idx(indices[pos])]
+            return
+        for i in range(0, len(indices), batch_size):
+            part = indices[i:i + batch_size]
+            if self.residency == "host":
+                yield self.images[torch.tensor(part)].to(self.device), self.labels[self.idx(part)]  # type: ignore[index]
+            else:
+                yield self.images[self.idx(part)], self.labels[self.idx(part)]  # type: ignore[index]
+
     def materialize(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) of ``indices`` on the device: a label budget's subset, or the splits a
-        fine-tuned model is scored on. Under ``stream`` read whole (centre crops), less skipped images."""
+        """(images, labels) of ``indices`` on the device, whole: a label budget's subset, which
+        fine-tuning draws random batches from. Under ``stream`` read whole (centre crops), less
+        skipped images."""
         if self.residency == "stream":
             images, kept = self.reader.materialize(indices)  # type: ignore[union-attr]
             return _to_device(images, self.device), self.labels[self.idx(np.asarray(indices)[kept])]

@@ -54,6 +54,26 @@ def test_finetune_does_not_depend_on_the_scale_of_the_encoders_features() -> Non
     assert abs(plain - big) <= 2 / 256, (plain, big)
 
 
+def test_finetune_depends_on_its_seed_not_on_what_ran_before() -> None:
+    """The head's initial weights come from ``seed``: the global RNG in any state gives the same
+    accuracies and leaves the caller's RNG where it was; a batch-function evaluation set scores
+    like the tensors it yields."""
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig("small_cnn", 4), 1)
+    x, y = _toy(64, 0)
+    xt, yt = _toy(100, 1)
+    cfg = FinetuneConfig(steps=3, lr=0.05, batch_size=16)
+    results = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        results.append(finetune(enc, 4, x, y, {"test": (xt, yt)}, cfg, seed=0))
+    assert results[0] == results[1]
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    batched = finetune(enc, 4, x, y, {"test": lambda: ((xt[i:i + 7], yt[i:i + 7]) for i in range(0, 100, 7))}, cfg, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), before) and batched == results[0]
+
+
 # ----------------------------------------------------------------------------- length and lr per budget
 
 

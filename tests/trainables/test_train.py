@@ -230,3 +230,24 @@ def test_auto_residency_on_the_cpu_is_device() -> None:
     data = tiny_data()
     assert choose_residency(replace(data, residency="auto"), CPU.device, 0.0) == "device"
     assert choose_residency(replace(data, residency="host"), CPU.device, 0.0) == "host"
+
+
+@pytest.mark.parametrize("residency", ["host", "stream"])
+def test_fine_tuned_models_are_scored_a_batch_at_a_time_with_the_same_accuracy(
+        residency: str, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under host and stream residency the confirm rows equal the device path's (linear and
+    fine-tune), and only the budget's labelled subset is ever materialized whole: the val and test
+    splits are scored from labelled_batches."""
+    mem, st = streamed_twin(tmp_path)
+    data = st if residency == "stream" else mem
+    pre = make_pretrainer("simclr", HP, mem, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=1, seed=0)
+    on_device, other = DeviceData.put(mem, CPU.device), DeviceData.put(data, CPU.device, residency)
+    sizes: list[int] = []
+    real = DeviceData.materialize
+    monkeypatch.setattr(DeviceData, "materialize", lambda self, idx: (sizes.append(len(idx)), real(self, idx))[1])
+    confirm = ConfirmConfig(finetune_min_steps=2, finetune_max_steps=2, finetune_lrs=(0.01,))
+    rows = [evaluate_budgets(pre.encoder, d, confirm, [("fraction", 0.5)], CPU, seed=0) for d in (on_device, other)]
+    key = [[(r["protocol"], r["n_labels"], r["val_acc"], r["test_acc"]) for r in rs] for rs in rows]
+    assert key[0] == key[1]
+    assert set(sizes) == {rows[0][0]["n_labels"]}  # the subset, once per path; never val or test
+    other.close()
