@@ -36,7 +36,7 @@ from sslsweep.analysis.formats import (
 )
 from sslsweep.analysis.io import SweepResults, fingerprint
 from sslsweep.analysis.protocol_contents import TITLE as PROTOCOLS_TITLE
-from sslsweep.analysis.protocol_contents import protocol_blocks, show_protocols
+from sslsweep.analysis.protocol_contents import choice_block, protocol_blocks, show_protocols
 from sslsweep.analysis.protocols import CHOICE_COLUMNS, PROTOCOL_COLUMNS, RANKING_COLUMNS
 from sslsweep.analysis.sections import (
     Block,
@@ -293,9 +293,10 @@ def summary_document(data: ReportData) -> Document:
         *([Section("selection", selection_title(data.selection), selection_blocks(data.selection))]
           if not data.selection.empty else []),
         *_protocols(data, full=False),
-        Section("best", f"Best hyperparameters (by final {data.metric}, {data.mode})",
+        Section("best", f"The search's best hyperparameters (by final {data.metric}, {data.mode})",
                 [Table(["method", "trial", "metric", "at epoch", "chosen among", "hyperparameters"], best_rows)
-                 if not data.best.empty else Paragraph(NO_SEARCH)]),
+                 if not data.best.empty else Paragraph(NO_SEARCH),
+                 *([Paragraph(BEST_NOTE, note=True)] if not data.choices.empty else [])]),
         Section("search-cost", "Search cost", cost),
         Section("failures", "Failed and diverged trials",
                 [failure_block(data.failed, 200) if not data.failed.empty else Paragraph("None.")]),
@@ -362,10 +363,20 @@ def _selection(data: ReportData, figures: Sequence[Figure]) -> list[Section]:
     return [Section("", selection_title(data.selection), [*figures, *selection_blocks(data.selection)])]
 
 
+CHOSEN_NOTE = ("The search trial each method's confirm runs retrained, per label budget, as the selection rule "
+               "(eval.selection) chose it, with the signal it was chosen by; see docs/selection.md.")
+BEST_NOTE = ("The search's best by its own metric. The confirm runs retrained the trials the selection rule chose "
+             "per label budget (section Confirmed configurations or Selection protocols), which can differ.")
+
+
 def _protocols(data: ReportData, full: bool) -> list[Section]:
-    """The selection rules compared, when budget.parquet holds runs of more than one (else no section)."""
+    """The selection rules compared, when budget.parquet holds runs of more than one; with one rule,
+    the trials it confirmed per budget (manifest ``choices``), when the manifest records them."""
     if not show_protocols(data.rules) or data.protocols.empty:
-        return []
+        if data.choices.empty:
+            return []
+        return [Section("chosen", "Confirmed configurations (per label budget)", [
+            Paragraph(CHOSEN_NOTE), choice_block(data.choices, several=data.choices["sweep_id"].nunique() > 1)])]
     return [Section("protocols", PROTOCOLS_TITLE, protocol_blocks(data.protocols, data.rankings, data.choices,
                                                                   full=full))]
 
@@ -413,9 +424,11 @@ def _cost(data: ReportData) -> Section:
     if phases:
         blocks.append(Table(["sweep", "phase", "started", "finished", "wall s"], phases))
     blocks.append(Paragraph(
-        "Seconds per method: search = the wall time of that method's search (methods are searched one "
-        "after another); confirm = the method's confirm trials' own seconds, summed (all methods' "
-        "confirm trials run together, so the phase's wall time is in the table below). "
+        "Seconds per method: search = the wall time of that method's search (every method is searched at "
+        "once, so these overlap; it includes computing every confirmed rule's selection signal); confirm = "
+        "the method's confirm trials' own seconds, summed, including the runs confirmed only to compare "
+        "selection rules (eval.compare) (methods' confirm trials run together, so the phase's wall time "
+        "is in the table below). "
         "Device-hours: trial wall time x devices held (GPUs if any, else CPUs), summed.", note=True))
     return Section("", "Cost", blocks)
 

@@ -70,7 +70,7 @@ def compute(sweep: SweepResults) -> ReportData:
         head: Headline = next(iter(rules.values())) if len(set(rules.values())) == 1 else rules
         data.protocols = protocol_table(sweep.budget_all, head)
         data.rankings = ranking_table(sweep.budget_all, head)
-        data.choices = sweep_choices(sweep.manifests)
+    data.choices = sweep_choices(sweep.manifests)  # what each rule confirmed, also with one rule
     reference = headline_selection(budget)
     if reference not in (None, SELECTION_DEFAULT):
         data.notes.append(f"budget.parquet holds no random label subsets: the accuracy tables show the "

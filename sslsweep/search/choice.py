@@ -13,7 +13,8 @@ The rules (``eval.selection``, then ``eval.compare``) read the signals the searc
 Among a method's trials, as for the report's best trial (:func:`sslsweep.analysis.trials.best_trials`):
 completed trials first (their signals are at the full epoch budget), else those ASHA stopped;
 never a failed or diverged one. The signal is the trial's value on its last row with a metric.
-Ties go to the higher search metric, then the smallest trial id. Pure: tables in, tables out.
+Ties go to the higher RankMe (never to a labelled signal), then the smallest trial id. Pure:
+tables in, tables out.
 """
 
 from __future__ import annotations
@@ -49,43 +50,51 @@ def final_signals(trials: pd.DataFrame) -> pd.DataFrame:
     return last.reset_index()[cols]
 
 
-def _pick(cands: pd.DataFrame, column: str) -> pd.Series | None:
-    """The best of ``cands`` by ``column`` (NaN never chosen), from the first pool that has one."""
+def _pick(cands: pd.DataFrame, column: str, tie: str | None) -> pd.Series | None:
+    """The best of ``cands`` by ``column`` (NaN never chosen), from the first pool that has one;
+    ties go to the higher ``tie`` (the label-free signal), then the smaller trial id."""
+    keys = [column, *([tie] if tie and tie != column else []), "trial_id"]
     for _, pool in cands.groupby("pool", sort=True):
         scored = pool[pool[column].notna()]
         if len(scored):
-            return scored.sort_values([column, "metric", "trial_id"], ascending=[False, False, True],
-                                      kind="stable").iloc[0]
+            return scored.sort_values(keys, ascending=[False] * (len(keys) - 1) + [True], kind="stable").iloc[0]
     return None
+
+
+def search_rule(headline: str) -> str:
+    """The rule whose signal the search maximised, reported as ``metric``: the oracle's under
+    ``eval.selection = oracle``, RankMe (``label_free``) under label_free and budget."""
+    return "oracle" if headline == "oracle" else "label_free"
 
 
 def _column(cands: pd.DataFrame, rule: str, headline: str, kind: str | None = None,
             value: float | None = None) -> str | None:
-    """The column a rule reads; the search ``metric`` for the headline rule of a sweep whose trials
-    reported no ``score_*`` column (made before the budget rule); None when the rule has no signal."""
-    col = score_column(rule, kind, value)
-    if col in cands.columns and cands[col].notna().any():
-        return col
-    if rule == headline and not any(c.startswith("score_") for c in cands.columns):
+    """The column a rule reads: ``metric`` for the rule the search maximised (also in trials made
+    before ``score_*`` columns existed, e.g. by an older driver of a resumed sweep), else its
+    ``score_*`` column; None when no trial of ``cands`` reported that signal."""
+    if rule == search_rule(headline):
         return "metric"
-    return None
+    col = score_column(rule, kind, value)
+    return col if col in cands.columns and cands[col].notna().any() else None
 
 
 def choices(trials: pd.DataFrame, rules: Sequence[str], budgets: Sequence[tuple[str, float]]) -> pd.DataFrame:
     """Per method, rule and label budget, the trial the rule confirms (columns :data:`CHOICE_COLUMNS`).
 
     ``rules[0]`` is the sweep's own rule (``eval.selection``). A method with no trial that can be
-    chosen has no rows; a rule without its signal in the table (not computed by this sweep) none."""
+    chosen has no rows; a rule without its signal in the table (not computed by this sweep) none.
+    Ties go to the label-free signal (RankMe), never to a labelled one, then to the smaller trial id."""
     cands = final_signals(trials)
     rows: list[dict[str, Any]] = []
     for method in method_order(cands["method"].dropna().astype(str).unique().tolist()):
         mine = cands[cands["method"] == method]
+        tie = _column(mine, "label_free", rules[0])
         for rule in rules:
             for kind, value in budgets:
                 col, signal = _column(mine, rule, rules[0], kind, value), SIGNALS[rule]
                 if col is None and rule == "budget":  # nothing held out at this budget: the label-free signal
-                    col, signal = _column(mine, "label_free", rules[0]), FALLBACK
-                best = None if col is None else _pick(mine, col)
+                    col, signal = tie, FALLBACK
+                best = None if col is None else _pick(mine, col, tie)
                 if best is not None:
                     rows.append(dict(method=method, rule=rule, budget_kind=kind, budget=float(value),
                                      trial_id=str(best["trial_id"]), score=float(best[col]), signal=signal))

@@ -296,7 +296,8 @@ class Sweep:
         with self.lock:
             kept = [r for r in self.manifest.get("choices", []) if r["method"] != method.name]
             self.manifest["choices"] = kept + chosen.to_dict("records")
-            configs = [self.configs.get(t, {"method": method.name, **self._hp_of(t)}) for t, _ in plan]
+            configs = [self.configs[t] if t in self.configs else {"method": method.name, **self._hp_of(t)}
+                       for t, _ in plan]
         if len(plan) > 1:
             log.info("method %s: the selection rules chose %d trials; each is confirmed with %d seeds",
                      method.name, len(plan), self.cfg.confirm.seeds)

@@ -51,15 +51,21 @@ BudgetSubset = tuple[str, float, np.ndarray]
 
 
 def budget_scores(encoder: Encoder, dd: DeviceData, subsets: Sequence[BudgetSubset], cfg: EvalConfig,
-                  runtime: Runtime) -> dict[str, float]:
+                  runtime: Runtime, *, max_members: int = 10_000) -> dict[str, float]:
     """The budget rule's signals: per label budget, leave-one-out kNN top-1 (:func:`loo_knn_top1`)
     inside that budget's labelled subset, keyed by :func:`score_column`.
 
     Each score reads the labels of its own subset and no other (the subsets were drawn by the
-    driver; a guard test holds this). Features are extracted once, for the largest subset
-    (``random`` subsets of one seed are nested). NaN where no class has 2 labels."""
+    driver; a guard test holds this). A subset of more than ``max_members`` images is represented
+    by a seeded sample of that many of them (bank and held-out images alike), so a trial extracts
+    the features of at most ``max_members`` images per budget, not of a 100% budget's whole pool.
+    Features are extracted once for the union (``random`` subsets of one seed are nested). NaN
+    where no class has 2 labels."""
     if not subsets:
         return {}
+    subsets = [(kind, value, idx if len(idx) <= max_members else
+                np.sort(np.random.default_rng(0).choice(np.asarray(idx), max_members, replace=False)))
+               for kind, value, idx in subsets]
     union = np.unique(np.concatenate([np.asarray(idx) for _, _, idx in subsets]))
     feats, kept = dd.features(encoder, union, autocast=runtime.autocast)
     row = {int(g): i for i, g in enumerate(kept)}  # full index -> row of feats (a skipped image has none)

@@ -325,3 +325,22 @@ def test_report_says_when_every_rule_agrees(make_sweep: Callable[..., str], buil
     md = Path(paths["md"]).read_text(encoding="utf-8")
     assert "Every rule chose the same search trial as the headline rule" in md
     assert "The ranking of methods is the same under every rule at every budget and protocol." in md
+
+
+def test_a_one_rule_sweep_lists_the_trials_its_rule_confirmed_per_budget(make_sweep: Callable[..., str],
+                                                                         build: SimpleNamespace) -> None:
+    """With one rule (eval.compare = []) there is no comparison, but the report still says which
+    trial was confirmed at each budget (the budget rule can choose differently per budget), and
+    that the search's own best may differ."""
+    choices = [choice("simclr", "budget", 0.01, "t1", 12.5, "rankme (no class has 2 labels)"),
+               choice("simclr", "budget", 0.1, "t2", 0.8)]
+    manifest = ruled_manifest(build, choices=choices)
+    manifest["config"]["eval"]["compare"] = []
+    paths = build_report([make_sweep("r", trials=build.search_trials(), budget=build.confirm_budget(),
+                                     manifest=manifest)])
+    md = Path(paths["md"]).read_text(encoding="utf-8")
+    assert TITLE not in md and "## Confirmed configurations (per label budget)" in md
+    chosen = md.split("## Confirmed configurations (per label budget)")[1].split("\n## ")[0]
+    assert "| simclr | 1% | budget (headline) | t1 |" in chosen and "| simclr | 10% | budget (headline) | t2 |" in chosen
+    assert "rankme (no class has 2 labels)" in chosen
+    assert "The search's best by its own metric" in md

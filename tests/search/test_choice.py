@@ -64,13 +64,34 @@ def test_a_budget_with_nothing_held_out_falls_back_to_rankme() -> None:
     assert chosen(df, "budget", 0.01) == "a" and df["signal"].item() == FALLBACK
 
 
-def test_ties_go_to_the_search_metric_then_the_smallest_trial_id() -> None:
-    """Equal budget scores: the higher RankMe (search metric) wins; equal both: the smaller id."""
+def test_ties_go_to_rankme_then_the_smallest_trial_id() -> None:
+    """Equal budget scores: the higher RankMe (the budget sweep's search metric) wins; equal both:
+    the smaller id."""
     col = "score_budget_fraction_0.01"
     trials = table(trial("b", "completed", 2.0, **{col: 0.5}), trial("a", "completed", 1.0, **{col: 0.5}))
     assert chosen(choices(trials, ("budget",), BUDGETS[:1]), "budget", 0.01) == "b"
     trials = table(trial("b", "completed", 1.0, **{col: 0.5}), trial("a", "completed", 1.0, **{col: 0.5}))
     assert chosen(choices(trials, ("budget",), BUDGETS[:1]), "budget", 0.01) == "a"
+
+
+def test_in_an_oracle_sweep_a_budget_tie_goes_to_rankme_not_to_the_validation_labels() -> None:
+    """Under eval.selection=oracle the search metric is the labelled validation kNN: the budget
+    rule's tie-break must not read it. a has the higher RankMe, b the higher oracle metric."""
+    col = "score_budget_fraction_0.01"
+    trials = table(trial("a", "completed", 0.70, score_oracle=0.70, score_label_free=30.0, **{col: 0.9}),
+                   trial("b", "completed", 0.90, score_oracle=0.90, score_label_free=10.0, **{col: 0.9}))
+    df = choices(trials, ("oracle", "budget"), BUDGETS[:1])
+    assert chosen(df, "budget", 0.01) == "a" and chosen(df, "oracle", 0.01) == "b"
+
+
+def test_a_resumed_old_sweep_chooses_among_trials_with_and_without_score_columns() -> None:
+    """An oracle sweep started before score_* columns, resumed by today's driver: the old trial
+    (metric only) and the new one (metric and score_oracle) compete on the metric, and another
+    method's score column (all null for this one) takes nothing away."""
+    trials = table(trial("t1", "completed", 0.95), trial("t2", "completed", 0.80, score_oracle=0.80),
+                   trial("r1", "completed", 0.5, method="rotation"))
+    df = choices(trials, ("oracle",), BUDGETS[:1])
+    assert chosen(df, "oracle", 0.01) == "t1" and chosen(df, "oracle", 0.01, "rotation") == "r1"
 
 
 def test_a_sweep_without_score_columns_chooses_its_own_rule_by_the_metric() -> None:
@@ -83,9 +104,9 @@ def test_a_sweep_without_score_columns_chooses_its_own_rule_by_the_metric() -> N
 
 def test_methods_are_chosen_separately() -> None:
     """One method's better scores never make another method's trial chosen."""
-    trials = table(trial("s1", "completed", 1.0, method="simclr", score_oracle=0.9),
-                   trial("r1", "completed", 1.0, method="rotation", score_oracle=0.2),
-                   trial("r2", "completed", 1.0, method="rotation", score_oracle=0.3))
+    trials = table(trial("s1", "completed", 0.9, method="simclr", score_oracle=0.9),
+                   trial("r1", "completed", 0.2, method="rotation", score_oracle=0.2),
+                   trial("r2", "completed", 0.3, method="rotation", score_oracle=0.3))
     df = choices(trials, ("oracle",), BUDGETS[:1])
     assert chosen(df, "oracle", 0.01, "simclr") == "s1" and chosen(df, "oracle", 0.01, "rotation") == "r2"
 

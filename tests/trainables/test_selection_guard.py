@@ -167,3 +167,16 @@ def test_comparing_with_the_oracle_reads_labels_so_the_guard_fires() -> None:
     dd, _ = guarded()
     with pytest.raises(LabelRead):
         search_metrics(encoder(), dd, EvalConfig(selection="label_free", knn_k=3), CPU, "rankme")
+
+
+def test_a_budget_larger_than_max_members_is_scored_on_a_seeded_sample_of_itself() -> None:
+    """Above max_members the score reads the labels of exactly max_members images, all inside the
+    budget's subset, the same ones at every call (seeded), and equals the score of that sample."""
+    dd = device_data(LABELS, list("abcd"))
+    dd.labels = BudgetLabels(LABELS, LARGE)  # type: ignore[assignment]
+    sampled = budget_scores(encoder(), dd, [("per_class", 4, LARGE)], EvalConfig(knn_k=3), CPU, max_members=8)
+    read = sorted(dd.labels.read)
+    assert len(read) == 8 and set(read) <= set(LARGE.tolist())
+    dd.labels = BudgetLabels(LABELS, np.asarray(read))  # type: ignore[assignment]
+    again = budget_scores(encoder(), dd, [("per_class", 4, np.asarray(read))], EvalConfig(knn_k=3), CPU)
+    assert again == sampled
