@@ -60,7 +60,7 @@ def sweep_dir(ray_local, tmp_path_factory: pytest.TempPathFactory) -> Path:  # n
     at once, and ``none``'s confirm run has the slot its search leaves."""
     cfg, raw = compose_cfg("experiment=smoke", f"method=[none,{','.join(SEARCHED)}]",
                            f"storage={tmp_path_factory.mktemp('runs')}", "search.num_samples=2",
-                           "search.max_epochs=2", "search.max_concurrent=1", "dataset.max_images=200",
+                           "search.max_epochs=4", "search.max_concurrent=1", "dataset.max_images=200",
                            "dataset.label_fractions=[1.0]", "confirm.seeds=1", "confirm.epochs=1",
                            "trainer.num_threads=1")
     cfg = dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, cpu=0.5))  # below validation's 1
