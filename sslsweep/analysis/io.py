@@ -244,6 +244,14 @@ def fingerprint(manifest: dict[str, Any]) -> str | None:
     return None if value is None else str(value)
 
 
+def fingerprint_names(manifest: dict[str, Any]) -> set[str]:
+    """Every name the manifest gives its dataset: the fingerprint and its aliases (what an older
+    sslsweep called the same data, e.g. the pixel hash of data now named by its source files)."""
+    dataset = manifest.get("dataset") or {}
+    aliases = dataset.get("fingerprint_aliases") if isinstance(dataset, dict) else None
+    return {str(v) for v in [fingerprint(manifest), *(aliases or [])] if v is not None}
+
+
 def _check_same(sweeps: Sequence[SweepResults], key: str, rule: str) -> None:
     values = {s.uri: s.manifest.get(key) for s in sweeps}
     if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
@@ -258,7 +266,7 @@ def _check_fingerprints(sweeps: Sequence[SweepResults]) -> None:
                              f"share a dataset, and without a fingerprint that cannot be checked")
     first = sweeps[0]
     for other in sweeps[1:]:
-        if fingerprint(other.manifest) != fingerprint(first.manifest):
+        if not fingerprint_names(other.manifest) & fingerprint_names(first.manifest):
             raise ValueError(
                 f"dataset fingerprint {fingerprint(first.manifest)} ({first.uri}) != "
                 f"{fingerprint(other.manifest)} ({other.uri}): combined sweeps must share a dataset")

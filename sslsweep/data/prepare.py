@@ -18,11 +18,12 @@ from sslsweep.data.residency import plan_residency
 from sslsweep.data.sources import LOADERS, align_test_labels, class_names, load_digits, source_files
 from sslsweep.data.splits import Splits, make_splits
 from sslsweep.data.stream import StreamIndex, build_index
+from sslsweep.rules import ConfigError
 
 if TYPE_CHECKING:
     from sslsweep.config import DatasetConfig
 
-__all__ = ["Prepared", "class_names", "fingerprint", "prepare", "stream_fingerprint"]
+__all__ = ["Prepared", "class_names", "fingerprint", "prepare", "source_fingerprint"]
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +47,7 @@ class Prepared:
     stream: StreamIndex | None = None
     stream_buffer: int = 4096
     stream_workers: int = 4
+    fingerprint_aliases: tuple[str, ...] = ()  # what older sslsweeps called the same data (a resume accepts them)
 
     @property
     def num_classes(self) -> int:
@@ -73,26 +75,50 @@ def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()[:32]
 
 
-def stream_fingerprint(cfg: DatasetConfig, index: StreamIndex, labels: np.ndarray) -> str:
-    """The fingerprint of streamed data, computed without decoding it: ``stream-`` + sha256 of the
-    source files' identities (path or URI, size, modification time, S3 ETag: the decode cache's
-    key), the stored shape and mode, and the labels. It differs from the in-memory fingerprint of
-    the same data (that one hashes the pixels): a sweep resumed under another residency class
-    is refused as 'the dataset changed'."""
+def _source_digest(cfg: DatasetConfig, index: StreamIndex, labels: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(source_key(cfg, index.files if index.kind == "parquet" else [str(cfg.path)]
                         + ([str(cfg.test_path)] if cfg.test_path else [])).encode())
     h.update(repr((index.shape, index.mode)).encode())
     h.update(np.ascontiguousarray(labels).tobytes())
-    return "stream-" + h.hexdigest()[:25]
+    return h.hexdigest()[:25]
+
+
+def source_fingerprint(cfg: DatasetConfig, index: StreamIndex, labels: np.ndarray) -> tuple[str, str]:
+    """The fingerprint of file-based data (parquet, imagefolder), computed without decoding it, and
+    the name older sslsweeps gave it under ``stream``: (``src-`` + d, ``stream-`` + d), d = sha256 of
+    the source files' identities (path or URI, size, modification time, S3 ETag: the decode cache's
+    key), the stored shape and mode, and the labels. The same data has the same fingerprint
+    whether it is streamed or decoded into memory, so a sweep resumes, and sweeps combine, across
+    residencies."""
+    d = _source_digest(cfg, index, labels)
+    return "src-" + d, "stream-" + d
+
+
+def _memory_fingerprint(cfg: DatasetConfig, images: np.ndarray, labels: np.ndarray) -> tuple[str, tuple[str, ...]]:
+    """(fingerprint, aliases) of data decoded into memory: for a file source the streamed path's
+    :func:`source_fingerprint` (the pixel hash, what in-memory sweeps were called before, as an
+    alias); for digits, or a source the stream index cannot read, the pixel hash alone."""
+    pixels = fingerprint(images, labels)
+    if cfg.name == "digits":
+        return pixels, ()
+    try:
+        index, index_labels, _, _ = build_index(cfg)
+    except (ConfigError, ValueError, OSError) as exc:
+        log.info("dataset fingerprint: the pixels' (the source cannot be indexed for streaming: %s)", exc)
+        return pixels, ()
+    if not np.array_equal(index_labels, labels):  # not the same images in the same order: do not pretend
+        return pixels, ()
+    return source_fingerprint(cfg, index, labels)[0], (pixels,)
 
 
 def _prepare_stream(cfg: DatasetConfig) -> Prepared:
     index, labels, names, n_test = build_index(cfg)
     splits = make_splits(labels, cfg, n_external_test=n_test)
+    fp, old = source_fingerprint(cfg, index, labels)
     return Prepared(images=None, labels=labels, splits=splits, classes=class_names(names, labels),
-                    fingerprint=stream_fingerprint(cfg, index, labels), hflip=cfg.hflip, residency="stream",
-                    stream=index, stream_buffer=cfg.stream_buffer, stream_workers=cfg.stream_workers)
+                    fingerprint=fp, hflip=cfg.hflip, residency="stream", stream=index,
+                    stream_buffer=cfg.stream_buffer, stream_workers=cfg.stream_workers, fingerprint_aliases=(old,))
 
 
 def planned_residency(cfg: DatasetConfig) -> str:
@@ -114,7 +140,7 @@ def planned_residency(cfg: DatasetConfig) -> str:
 def prepare(cfg: DatasetConfig, *, stream: bool | None = None) -> Prepared:
     """Load, decode (cached), resize and split the dataset named by ``cfg``; under ``stream``
     residency, index it instead (nothing decoded). ``stream`` True / False overrides ``auto``'s
-    plan (a resumed sweep keeps the class its fingerprint was made with: :func:`stream_fingerprint`)."""
+    plan (a resumed sweep reads its data the way it started)."""
     residency = planned_residency(cfg) if stream is None else ("stream" if stream else "auto")
     if residency == "stream":
         return _prepare_stream(cfg)
@@ -138,6 +164,7 @@ def prepare(cfg: DatasetConfig, *, stream: bool | None = None) -> Prepared:
     if cfg.image_size is not None:
         images = resize(images, cfg.image_size)
     splits = make_splits(labels, cfg, n_external_test=0 if test is None else len(test.labels))
-    return Prepared(images=np.ascontiguousarray(images), labels=labels, splits=splits,
-                    classes=class_names(main.classes, labels), fingerprint=fingerprint(images, labels),
-                    hflip=cfg.hflip, residency=residency)
+    images = np.ascontiguousarray(images)
+    fp, aliases = _memory_fingerprint(cfg, images, labels)
+    return Prepared(images=images, labels=labels, splits=splits, classes=class_names(main.classes, labels),
+                    fingerprint=fp, hflip=cfg.hflip, residency=residency, fingerprint_aliases=aliases)

@@ -134,17 +134,22 @@ class Sweep:
         return self.st.uri
 
     def _prepare(self) -> Prepared:
-        """The data, decoded once; checked against the fingerprint a resumed sweep started with."""
+        """The data, decoded once; checked against the fingerprint a resumed sweep started with
+        (or the name an older sslsweep gave the same data: ``Prepared.fingerprint_aliases``)."""
         started = self.manifest.get("dataset", {}).get("fingerprint")
-        stream = None  # a resumed sweep under residency=auto reads its data as it started: same fingerprint kind
+        stream = None  # a resumed sweep under residency=auto reads its data as it started
         if started is not None and self.cfg.dataset.residency == "auto":
-            stream = started.startswith("stream-")
+            was = self.manifest["dataset"].get("residency")
+            stream = was == "stream" if was is not None else started.startswith("stream-")
         data = prepare(self.cfg.dataset, stream=stream)
-        if started not in (None, data.fingerprint):
+        if started not in (None, data.fingerprint, *data.fingerprint_aliases):
             raise ValueError(f"resume: the dataset changed since the sweep started (fingerprint "
                              f"{self.manifest['dataset']['fingerprint']} -> {data.fingerprint})")
+        names = [data.fingerprint, *data.fingerprint_aliases]
         self.manifest["dataset"] = {
-            "name": self.cfg.dataset.name, "path": self.cfg.dataset.path, "fingerprint": data.fingerprint,
+            "name": self.cfg.dataset.name, "path": self.cfg.dataset.path,
+            "fingerprint": started or data.fingerprint,  # a resumed sweep keeps the name it started with
+            "fingerprint_aliases": [f for f in names if f != (started or data.fingerprint)],
             "n_train": int(len(data.splits.train)), "n_val": int(len(data.splits.val)),
             "n_test": int(len(data.splits.test)), "num_classes": data.num_classes, "shape": list(data.shape),
             "residency": data.residency}

@@ -144,6 +144,18 @@ def test_combine_with_different_dataset_fingerprints_names_both(make_sweep: Call
         sio.combine(sweeps)
 
 
+def test_combine_accepts_a_sweep_that_names_the_other_ones_fingerprint_as_an_alias(
+        make_sweep: Callable[..., str], build: SimpleNamespace) -> None:
+    """A sweep whose data is named by its source files (src-...) and an older sweep of the same
+    data named by its pixels (the newer one's alias) share a dataset; without the alias they do not."""
+    sweeps = _two(make_sweep, build, fingerprint="src-1234")
+    with pytest.raises(ValueError, match="must share a dataset"):
+        sio.combine(sweeps)
+    sweeps[1].manifest["dataset"]["fingerprint_aliases"] = ["sha256:aaaa"]
+    assert sio.fingerprint_names(sweeps[1].manifest) == {"src-1234", "sha256:aaaa"}
+    sio.combine(sweeps)
+
+
 def test_combine_with_different_splits_of_the_same_data_is_rejected(make_sweep: Callable[..., str],
                                                                    build: SimpleNamespace) -> None:
     """Same pixels (same fingerprint), other split seed, or other split sizes (a test_fraction in

@@ -125,7 +125,7 @@ def test_a_sweep_larger_than_the_host_cap_runs_to_a_report_streaming(ray_local, 
     root = Path(run_sweep(cfg, raw))
     assert (root / "report.md").exists()
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["dataset"]["fingerprint"].startswith("stream-")
+    assert manifest["dataset"]["residency"] == "stream" and manifest["dataset"]["fingerprint"].startswith("src-")
     budget = pd.read_parquet(root / "budget.parquet")
     assert set(budget.protocol) == {"linear", "finetune"} and budget.test_acc.between(0, 1).all()
     trials = pd.read_parquet(root / "trials.parquet")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sslsweep.config import DatasetConfig
-from sslsweep.data import StreamError, StreamReader, label_subset, prepare
+from sslsweep.data import StreamError, StreamReader, fingerprint, label_subset, prepare
 from sslsweep.data.decode import decode_one
 from tests.conftest import encode_png
 from tests.data.conftest import photos, write_shards
@@ -50,8 +50,11 @@ def assert_same_data(memory_cfg: DatasetConfig, stream_cfg: DatasetConfig) -> No
     reader = StreamReader(st.stream, buffer=8, workers=2)
     images, kept = reader.materialize(np.arange(len(st.labels)))
     assert kept.all() and np.array_equal(images, mem.images)  # same decode: shorter side, centre crop
-    # the fingerprint rule: stable, marked as a stream's (it hashes sources and labels, not pixels)
-    assert st.fingerprint == prepare(stream_cfg).fingerprint and st.fingerprint.startswith("stream-")
+    # one fingerprint for the same data, streamed or in memory (sources and labels, not pixels);
+    # the names older sslsweeps gave it are its aliases: the pixel hash, and stream- for streams
+    assert st.fingerprint == mem.fingerprint == prepare(stream_cfg).fingerprint and st.fingerprint.startswith("src-")
+    assert mem.fingerprint_aliases == (fingerprint(mem.images, mem.labels),)
+    assert st.fingerprint_aliases == ("stream-" + st.fingerprint[len("src-"):],)
 
 
 def test_sharded_parquet_streams_the_in_memory_data(shards_dir: Path, cache_dir: Path) -> None:
@@ -159,3 +162,26 @@ def test_a_wide_image_is_resized_by_its_shorter_side_and_centre_cropped_not_squa
     assert out.shape == (1, 10, 10) and out.min() > 200
     cropped = [decode_one(encode_png(im), 10, "L", np.random.default_rng(s)) for s in range(20)]
     assert all(c.shape == (1, 10, 10) for c in cropped) and min(c.min() for c in cropped) < 50  # random crops reach the band
+
+
+def test_a_sweep_recorded_under_an_older_fingerprint_name_resumes(shards_dir: Path, cache_dir: Path) -> None:
+    """A sweep started before fingerprints named the source files recorded the pixel hash (in
+    memory) or ``stream-...`` (streamed): a resume accepts either name for the same data, keeps the
+    name it started with and records the other names; other data is still refused."""
+    from sslsweep.config import ResourcesConfig
+    from sslsweep.search.sweep import Sweep
+    from tests.test_config import load
+
+    mem_cfg, stream_cfg = cfgs(shards_dir)
+    mem, st = prepare(mem_cfg), prepare(stream_cfg)
+    base = load("storage=/tmp/unused")
+    for dataset, old in ((mem_cfg, fingerprint(mem.images, mem.labels)), (stream_cfg, st.fingerprint_aliases[0])):
+        sweep = Sweep.create(replace(base, dataset=dataset, resources=ResourcesConfig()), {})
+        sweep.save_manifest = lambda: None  # type: ignore[method-assign]
+        sweep.manifest["dataset"] = {"fingerprint": old}
+        sweep._prepare()
+        assert sweep.manifest["dataset"]["fingerprint"] == old
+        assert st.fingerprint in sweep.manifest["dataset"]["fingerprint_aliases"]
+        sweep.manifest["dataset"] = {"fingerprint": "0123456789abcdef"}
+        with pytest.raises(ValueError, match="the dataset changed since the sweep started"):
+            sweep._prepare()

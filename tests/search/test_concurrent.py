@@ -218,9 +218,9 @@ def test_a_sweep_confirmed_in_one_experiment_resumes_as_confirmed(tmp_path: Path
 
 def test_a_resumed_auto_sweep_reads_its_data_as_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``dataset.residency=auto`` the driver's plan (stream or in memory) depends on the memory
-    free at that moment, and the two kinds of fingerprint differ: a resumed sweep must read its data
-    the way it started (the kind its recorded fingerprint names), never fail as 'the dataset changed'
-    because the machine had more or less memory free. A new sweep lets auto plan."""
+    free at that moment: a resumed sweep reads its data the way it started (the residency its manifest
+    records; before that was recorded, the kind its fingerprint names), so it never fails as 'the
+    dataset changed' because the machine had more or less memory free. A new sweep lets auto plan."""
     from sslsweep.search import sweep as sweep_mod
 
     cfg, raw = compose_cfg("experiment=smoke", "method=[none]", f"storage={tmp_path}")
@@ -234,10 +234,12 @@ def test_a_resumed_auto_sweep_reads_its_data_as_it_started(tmp_path: Path, monke
         raise Stop
 
     monkeypatch.setattr(sweep_mod, "prepare", fake_prepare)
-    for recorded, expected in ((None, None), ("stream-0123abcd", True), ("0123abcd", False)):
+    cases = [(None, None, None), ("stream-0123abcd", None, True), ("0123abcd", None, False),  # before residency was recorded
+             ("src-0123abcd", "stream", True), ("src-0123abcd", "auto", False), ("src-0123abcd", "host", False)]
+    for recorded, residency, expected in cases:
         s = sweep_mod.Sweep.create(cfg, raw)
         if recorded is not None:
-            s.manifest["dataset"] = {"fingerprint": recorded}
+            s.manifest["dataset"] = {"fingerprint": recorded, **({"residency": residency} if residency else {})}
         with pytest.raises(Stop):
             s._prepare()
         assert asked[-1] is expected
