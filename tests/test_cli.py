@@ -90,6 +90,14 @@ def test_bad_input_in_a_fresh_interpreter_is_one_line_exit_2_without_ray() -> No
         assert len(err.splitlines()) == 1 and message in err, err
 
 
+def test_bad_submit_input_in_a_fresh_interpreter_fails_before_ray_is_imported() -> None:
+    """`sslsweep submit` with a bad override: one line, exit 2, and Ray's job client (imported
+    only to contact the cluster) not even imported, so the error comes without its import time."""
+    status, err = run_cli("submit", "--", "method.simclr.space.temperature=0")
+    assert status == {"code": 2, "ray_imported": False, "torch_imported": False, "ray_started": False}, err
+    assert len(err.splitlines()) == 1 and "temperature = 0: the temperature must be > 0" in err, err
+
+
 def _parquet(path: Path, *, bad_row: int | None = None) -> Path:
     images, labels = make_images(60)
     blobs = [encode_png(im) for im in images]

@@ -7,6 +7,7 @@ Labels and file listings are read without decoding an image (:func:`read_labels`
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -47,25 +48,36 @@ class ImageSet:
 # ----------------------------------------------------------------------------- digits
 
 
+@functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(pixels (1797, 64) in 0..16, labels) from the CSV scikit-learn ships, read without importing
-    scikit-learn (seconds on a small machine: config checks that need the labels stay fast)."""
+    scikit-learn (seconds on a small machine: config checks that need the labels stay fast).
+
+    Parsed once per process: one command reads digits in several stages (the data facts for
+    validation, then :func:`load_digits` in prepare). The cached arrays are read-only; the public
+    readers hand out copies."""
     spec = importlib.util.find_spec("sklearn")
     csv = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if csv is None or not csv.exists():  # a scikit-learn that ships it differently
         from sklearn.datasets import load_digits as sk_digits  # importing scikit-learn takes ~1.4 s
 
         d = sk_digits()
-        return d.data, d.target.astype(np.int64)
-    table = np.loadtxt(csv, delimiter=",", dtype=np.float64)  # (1797, 65): 64 pixels, then the label
-    return table[:, :-1], table[:, -1].astype(np.int64)
+        pixels, labels = d.data, d.target.astype(np.int64)
+    else:
+        table = np.loadtxt(csv, delimiter=",", dtype=np.float64)  # (1797, 65): 64 pixels, then the label
+        pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
 
 
 def load_digits() -> ImageSet:
-    """scikit-learn's digits (shipped with the package): 1,797 grey 8x8 images, values 0..16."""
+    """scikit-learn's digits (shipped with the package): 1,797 grey 8x8 images, values 0..16.
+
+    Every call returns new, writable arrays (the parsed CSV is cached, not the result)."""
     pixels, labels = _digits_arrays()
     images = np.round(pixels.reshape(-1, *DIGITS_SHAPE) * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (N, 1, 8, 8)
-    return ImageSet(images=images, labels=labels, classes=[str(c) for c in range(10)])
+    return ImageSet(images=images, labels=labels.copy(), classes=[str(c) for c in range(10)])
 
 
 # ----------------------------------------------------------------------------- files and objects
@@ -347,7 +359,7 @@ def read_labelled(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray | None, li
 
     Test labels of an image folder are numbered by the train folder's classes."""
     if cfg.name == "digits":
-        return _digits_arrays()[1], None, [str(c) for c in range(10)]
+        return _digits_arrays()[1].copy(), None, [str(c) for c in range(10)]
     if cfg.name == "parquet":
         train, test = source_files(cfg)
         y = np.concatenate(read_parquet_labels(train, cfg))

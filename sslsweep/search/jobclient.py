@@ -20,14 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import requests
-from ray.exceptions import AuthenticationError
-from ray.job_submission import JobSubmissionClient
 
 import sslsweep
 from sslsweep.storage import scheme
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -90,8 +91,12 @@ def _without_address_env() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def client(address: str | None) -> Any:
+def client(address: str | None) -> JobSubmissionClient:
     """A JobSubmissionClient for ``address`` (see :func:`resolve_address`) that sends the token."""
+    # Ray is imported here, not at the top: importing it takes ~0.6 s, and a bad
+    # `sslsweep submit` override must fail on one line before that (tests/test_cli.py)
+    from ray.job_submission import JobSubmissionClient
+
     url = resolve_address(address)
     token = auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -102,6 +107,8 @@ def client(address: str | None) -> Any:
 @contextlib.contextmanager
 def cluster_errors(url: str, token: str | None) -> Iterator[None]:
     """Turn the Jobs SDK's failures into one-line :class:`ClusterError` s."""
+    from ray.exceptions import AuthenticationError  # deferred as in client(), which runs first
+
     try:
         yield
     except AuthenticationError as exc:

@@ -30,6 +30,34 @@ def test_fast_digits_reader_matches_scikit_learn() -> None:
     assert np.array_equal(ours.images[:, 0], np.round(ref.images * 255 / 16).astype(np.uint8))
 
 
+def test_digits_csv_is_parsed_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated reads (facts, prepare) parse the shipped CSV once; each call still gets equal,
+    writable arrays of its own, so a caller's edit cannot reach the next caller."""
+    import sklearn
+
+    from sslsweep.data import sources
+
+    if not (Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz").exists():
+        pytest.skip("this scikit-learn ships no digits CSV (digits are then read through scikit-learn)")
+    calls = []
+    real = np.loadtxt
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **k: calls.append(a) or real(*a, **k))
+    sources._digits_arrays.cache_clear()
+    try:
+        first, second = load_digits(), load_digits()
+        labels, _ = read_labels(DatasetConfig())
+    finally:
+        sources._digits_arrays.cache_clear()  # the next reader parses with the real np.loadtxt
+    assert len(calls) == 1
+    assert np.array_equal(first.images, second.images) and np.array_equal(first.labels, second.labels)
+    assert np.array_equal(labels, first.labels)
+    first.images[0] = 0
+    first.labels[0] = -1
+    labels[1] = -1
+    again = load_digits()
+    assert np.array_equal(again.images, second.images) and np.array_equal(again.labels, second.labels)
+
+
 @pytest.mark.parametrize("struct", [True, False])
 def test_parquet_struct_or_binary_column_decodes(tmp_path: Path, cache_dir: Path, struct: bool) -> None:
     """A Hugging Face struct{bytes,path} column and a plain binary column both decode to the pixels."""

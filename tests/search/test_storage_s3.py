@@ -23,6 +23,7 @@ import pytest
 from sslsweep.config import ConfigError, DatasetConfig
 from sslsweep.search.recovery import Mirror
 from sslsweep.storage import Storage, open_sweep_dir
+from sslsweep.data import fingerprint as pixel_fingerprint
 from sslsweep.data import sources as data_mod
 from sslsweep.data import load_digits, prepare, read_labels
 from tests.search.conftest import S3Server, clean_env, kill_group, kill_marked, sslsweep
@@ -105,7 +106,9 @@ def test_mirror_keeps_a_copy_of_the_growing_journal_while_the_search_runs(s3_env
 def test_parquet_dataset_is_read_from_s3_once_and_cached(s3_env: S3Server, cache_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A dataset URI (a directory holding train.parquet) decodes to the same arrays as the local
-    file; a second prepare reads the decode cache, and a changed object (same size) is decoded again."""
+    file: another source, so another fingerprint, but the same pixel-hash alias (resume and combine
+    accept it); a second prepare reads the decode cache, and a changed object (same size) is
+    decoded again."""
     blob = digits_parquet(120)
     put(s3_env, "unit-data/d1/train.parquet", blob)
     (tmp_path / "train.parquet").write_bytes(blob)
@@ -115,7 +118,8 @@ def test_parquet_dataset_is_read_from_s3_once_and_cached(s3_env: S3Server, cache
     y, yt = read_labels(remote)
     assert yt is None and np.array_equal(y, read_labels(local)[0])
     a, b = prepare(remote), prepare(local)
-    assert a.fingerprint == b.fingerprint and np.array_equal(a.images, b.images)
+    assert np.array_equal(a.images, b.images) and a.fingerprint != b.fingerprint
+    assert a.fingerprint_aliases == b.fingerprint_aliases == (pixel_fingerprint(a.images, a.labels),)
 
     def no_decode(path: str, cfg: DatasetConfig):
         raise AssertionError(f"decoded {path} again")
