@@ -28,8 +28,9 @@ from sslsweep.analysis.stats import PAIRED_TEST_NAME
 TITLE = "Selection protocols: honest vs oracle"
 RULE_TEXT = {
     "budget": ("budget: at each label budget, the search trial with the best leave-one-out kNN accuracy inside "
-               "that budget's labelled subset, so only the budget's own labels are read and the choice can "
-               "differ between budgets."),
+               "that budget's labelled subset, so the choice reads only the budget's own labels and can differ "
+               "between budgets (the trials it chooses among come from this sweep's search, which read no "
+               "label unless eval.selection is oracle)."),
     "label_free": "label_free: the search trial with the highest RankMe (effective rank of the features), no label read.",
     "oracle": ("oracle: the search trial with the best kNN (or probe) accuracy on the labelled validation split, "
                "with eval.select_fraction of the train labels (default all): more labels than a small budget has, so its accuracy is an upper bound on what "

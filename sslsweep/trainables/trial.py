@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.fs as pafs
 import ray
@@ -231,53 +231,52 @@ def _release(runtime: Runtime) -> None:
         torch.cuda.empty_cache()
 
 
-def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
-    """A search trial: pretrain up to ``max_epochs``, reporting the validation selection metric every
-    ``eval_every`` epochs with a checkpoint (ASHA may stop it after any report)."""
+def _run_trial(body: Callable[..., None], config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
+    """Run a trial's ``body`` in this worker: imports frozen once, the runtime resolved, the data at
+    the trial's residency, and every device buffer and rank released after, however it ends."""
     _freeze_imports_once()
     runtime = Runtime.resolve(settings.trainer, settings.num_threads)
     try:
-        _search_trial(config, data, settings, runtime)
+        t0 = time.time()
+        dd = device_data(data, runtime)
+        try:
+            method, seed, hp = split_config(config)
+            body(config, method, seed, hp, data, settings, runtime, dd, t0)
+        finally:
+            dd.close()
     finally:
         _release(runtime)
 
 
-def _search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
-    t0 = time.time()
-    method, seed, hp = split_config(config)
-    dd = device_data(data, runtime)
-    try:
-        if not pretrains(method):  # random init: one report at epoch 0
-            torch.manual_seed(seed)
-            encoder = build_encoder(encoder_config_for(method, settings.encoder), *data.shape[:2]).to(runtime.device)
-            scores = search_metrics(encoder, dd, settings.eval, runtime, settings.metric, settings.subsets)
-            tune.report(_progress(None, None, t0) | scores)
-            return
-        _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
-    finally:
-        dd.close()
+def search_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
+    """A search trial: pretrain up to ``max_epochs``, reporting every selection signal
+    (:func:`search_metrics`) every ``eval_every`` epochs with a checkpoint (ASHA may stop it
+    after any report)."""
+    _run_trial(_search_body, config, data, settings)
+
+
+def _search_body(config: dict[str, Any], method: str, seed: int, hp: dict[str, Any], data: Prepared,
+                 settings: TrialSettings, runtime: Runtime, dd: DeviceData, t0: float) -> None:
+    if not pretrains(method):  # random init: one report at epoch 0
+        torch.manual_seed(seed)
+        encoder = build_encoder(encoder_config_for(method, settings.encoder), *data.shape[:2]).to(runtime.device)
+        tune.report(_progress(None, None, t0) | search_metrics(encoder, dd, settings.eval, runtime, settings.metric,
+                                                               settings.subsets))
+        return
+    _pretrain(method, hp, seed, data, settings, runtime, settings.max_epochs, dd, True, t0)
 
 
 def confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings) -> None:
-    """A confirm trial: retrain one method's best configuration with one seed for the full budget,
-    then evaluate at every label budget (linear probe and fine-tuning, val and test)."""
-    _freeze_imports_once()
-    runtime = Runtime.resolve(settings.trainer, settings.num_threads)
-    try:
-        _confirm_trial(config, data, settings, runtime)
-    finally:
-        _release(runtime)
+    """A confirm trial: retrain a configuration a selection rule chose with one seed for the full
+    budget, then evaluate it (linear probe and fine-tuning, val and test) at the label budgets it
+    was chosen at (:func:`run_budgets`)."""
+    _run_trial(_confirm_body, config, data, settings)
 
 
-def _confirm_trial(config: dict[str, Any], data: Prepared, settings: TrialSettings, runtime: Runtime) -> None:
-    t0 = time.time()
-    method, seed, hp = split_config(config)
-    dd = device_data(data, runtime)
-    try:
-        settings = replace(settings, budgets=tuple(run_budgets(config, settings.budgets)))
-        _confirm_with(method, seed, hp, data, settings, runtime, dd, t0)
-    finally:
-        dd.close()
+def _confirm_body(config: dict[str, Any], method: str, seed: int, hp: dict[str, Any], data: Prepared,
+                  settings: TrialSettings, runtime: Runtime, dd: DeviceData, t0: float) -> None:
+    settings = replace(settings, budgets=tuple(run_budgets(config, settings.budgets)))
+    _confirm_with(method, seed, hp, data, settings, runtime, dd, t0)
 
 
 def _confirm_with(method: str, seed: int, hp: dict[str, Any], data: Prepared, settings: TrialSettings,
