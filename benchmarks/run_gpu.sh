@@ -12,7 +12,7 @@
 #                                       (7.3 MB: with the CIFAR copy the carry is ~66 of its 67 MB)
 # Sections, in order of importance, each under its own `timeout`; a section that would not fit in
 # what is left of BUDGET_S is skipped (and says so):
-#   throughput (+ bench_augment in-process), e2e_gpu, packing, anchor subset (same machine, bare
+#   throughput (+ bench_augment in-process), stream_gpu, e2e_gpu, packing, anchor subset (same machine, bare
 #   reference), augmentation libraries, throughput with trainer.compile=true.
 # Each writes its JSON into $OUT; the log goes to $OUT/run_gpu.log.
 set -u
@@ -52,6 +52,9 @@ EOF
 
 # 1. trial step vs bare loop (+ bench_augment: BatchAugment vs torchvision DataLoader, 14 workers)
 section throughput 80 $PY benchmarks/throughput.py --device cuda --device-targets --augment-workers 14 --rounds 4
+
+# 1b. issue 12: ResNet-50 at 224 px fed by the stream (nvJPEG) vs pre-decoded device tensors, and the data path alone
+section stream_gpu 150 $PY benchmarks/stream_gpu.py --device cuda --workers 14
 
 # 2. end to end: SimCLR ResNet-18 on CIFAR-10 through the trial's code path, 150 s of training
 section e2e_gpu 210 $PY benchmarks/e2e_gpu.py --data "$DATA" --seconds 150

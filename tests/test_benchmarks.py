@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["throughput", "packing", "search_efficiency", "bench_augment", "data_scale"])
+@pytest.mark.parametrize("name", ["throughput", "packing", "search_efficiency", "bench_augment", "data_scale",
+                                  "stream_gpu"])
 def test_benchmark_smoke_run_ends_with_its_json_line(name: str, tmp_path: Path) -> None:
     """The benchmark runs on the current code: exit code 0, and its last line is its own JSON
     result (named for it, with the hardware it ran on)."""
