@@ -66,7 +66,7 @@ def tables(sweep_dir: Path) -> dict[str, Any]:
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 20):
         print(f"\n== {sweep_dir.name}: headline rule {head}, search metric {sweep.manifest['metric']}")
         print("\nchosen trials (score: the rule's signal)")
-        print(chosen[["method", "budget_label", "rule", "trial_id", "score", "signal", "differs_from_headline"]]
+        print(chosen[["method", "budget_label", "seed", "rule", "trial_id", "score", "signal", "differs_from_headline"]]
               .to_string(index=False))
         print("\ntest accuracy (mean over seeds, 95% CI half-width) and gap to the headline rule (paired)")
         view = prot.assign(acc=lambda d: (100 * d["mean"]).round(1), ci95=lambda d: (100 * d["ci"]).round(1),

@@ -49,7 +49,8 @@ SELECTION_RULES = ("budget", "label_free", "oracle")
 SELECTION_RULE_DEFAULT = "oracle"  # what a sweep that names no eval.selection was selected by
 
 # trials.parquet score columns: every selection signal a search trial reported besides ``metric``
-# (float64): ``score_oracle``, ``score_label_free`` and ``score_budget_<kind>_<value>`` per budget.
+# (float64): ``score_oracle``, ``score_label_free`` and ``score_budget_<kind>_<value>_s<seed>`` per
+# label budget and confirm seed.
 SCORE_PREFIX = "score_"
 
 
@@ -58,12 +59,13 @@ def budget_label(kind: str, value: float) -> str:
     return f"{kind}_{value:g}"
 
 
-def score_column(rule: str, kind: str | None = None, value: float | None = None) -> str:
+def score_column(rule: str, kind: str | None = None, value: float | None = None, seed: int | None = None) -> str:
     """The trials.parquet column of a selection signal: ``score_oracle``, ``score_label_free``,
-    ``score_budget_fraction_0.01`` (the ``budget`` rule has one per label budget)."""
+    ``score_budget_fraction_0.01_s0`` (the ``budget`` rule has one per label budget and confirm
+    seed: each seed draws its own labelled subset)."""
     if rule == "budget":
-        assert kind is not None and value is not None, "the budget rule's score is per label budget"
-        return f"{SCORE_PREFIX}budget_{budget_label(kind, value)}"
+        assert kind is not None and value is not None and seed is not None, "the budget rule's score is per budget and seed"
+        return f"{SCORE_PREFIX}budget_{budget_label(kind, value)}_s{seed}"
     return f"{SCORE_PREFIX}{rule}"
 
 

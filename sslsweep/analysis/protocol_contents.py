@@ -109,13 +109,14 @@ def _yes_no(value: object) -> str:
 
 
 def choice_block(choices: pd.DataFrame, several: bool) -> Table:
-    """Method x budget x rule: the search trial chosen, its score and signal, and whether it is the headline's."""
+    """Method x budget x seed x rule: the search trial chosen, its score and signal, and whether it is the headline's."""
     rows = [[*([str(r["sweep_id"])] if several else []), r["method"], r["budget_label"],
+             "all" if is_missing(r["seed"]) else str(int(r["seed"])),
              f"{r['rule']} (headline)" if r["is_headline"] else r["rule"], str(r["trial_id"]), fmt_value(r["score"]),
              str(r["signal"]), "" if r["is_headline"] else _yes_no(r["differs_from_headline"])]
             for _, r in choices.iterrows()]
-    return Table([*(["sweep"] if several else []), "method", "budget", "rule", "chosen trial", "score", "signal",
-                  "same trial as headline"], rows, ident="protocol-choices", text_cols=(5 + int(several),))
+    return Table([*(["sweep"] if several else []), "method", "budget", "seed", "rule", "chosen trial", "score",
+                  "signal", "same trial as headline"], rows, ident="protocol-choices", text_cols=(6 + int(several),))
 
 
 def _agreement(protocols: pd.DataFrame, rankings: pd.DataFrame, choices: pd.DataFrame) -> list[Block]:
@@ -166,7 +167,7 @@ def protocol_blocks(protocols: pd.DataFrame, rankings: pd.DataFrame, choices: pd
         blocks += [Heading("Chosen configurations"),
                    choice_block(choices, several=choices["sweep_id"].nunique() > 1)]
     elif not choices.empty:
-        blocks.append(Paragraph(f"Chosen configurations: {len(choices)} choices (method x budget x rule) with "
+        blocks.append(Paragraph(f"Chosen configurations: {len(choices)} choices (method x budget x seed x rule) with "
                                 f"their trial, score and signal are listed in report.html.", note=True))
     return blocks
 

@@ -52,7 +52,7 @@ PROTOCOL_COLUMNS = ["budget_kind", "budget", "protocol", "selection", "budget_la
 RANKING_COLUMNS = ["budget_kind", "budget", "protocol", "selection", "budget_label", "rule", "headline_rule",
                    "is_headline", "n_methods", "ranking", "differs", "ranking_changes"]
 CHOICE_KEYS = ("method", "rule", "budget_kind", "budget", "trial_id", "score", "signal")
-CHOICE_COLUMNS = ["sweep_id", "method", "budget_kind", "budget", "budget_label", "rule", "is_headline",
+CHOICE_COLUMNS = ["sweep_id", "method", "budget_kind", "budget", "budget_label", "seed", "rule", "is_headline",
                   "trial_id", "score", "signal", "headline_trial_id", "differs_from_headline"]
 
 
@@ -239,7 +239,8 @@ def choice_table(choices: Sequence[Mapping[str, Any]], headline: str, sweep_id: 
     """The search trial each rule chose, per method x label budget (``manifest.json choices``).
 
     One row per choice: ``trial_id``, ``score`` and ``signal`` as recorded, ``budget_label`` (``"all
-    budgets"`` for a choice without a budget, which then holds at every budget), ``is_headline``
+    budgets"`` for a choice without a budget, which then holds at every budget), ``seed`` (the
+    confirm seed a choice is for; None: every seed, e.g. in sweeps before per-seed choices), ``is_headline``
     (its rule is ``headline``), ``headline_trial_id`` (the headline rule's choice for the same method
     and budget, or its budget-less choice) and ``differs_from_headline`` (None when the headline rule
     chose nothing there). ``sweep_id`` is repeated on every row. Raises ``ValueError`` naming a
@@ -254,20 +255,23 @@ def choice_table(choices: Sequence[Mapping[str, Any]], headline: str, sweep_id: 
     rows = []
     for c in choices:
         budget = None if c["budget"] is None else float(c["budget"])
+        seed = c.get("seed")  # the confirm seed the choice is for (None: every seed)
         hit = next((h for h in heads if h["method"] == c["method"] and h["budget_kind"] == c["budget_kind"]
-                    and _same_budget(h["budget"], budget)), None)
+                    and _same_budget(h["budget"], budget) and h.get("seed") in (None, seed)), None)
         hit = hit or next((h for h in heads if h["method"] == c["method"] and h["budget"] is None), None)
         head_trial = None if hit is None else str(hit["trial_id"])
         rows.append({"sweep_id": sweep_id, "method": str(c["method"]), "budget_kind": c["budget_kind"],
                      "budget": math.nan if budget is None else budget,
                      "budget_label": "all budgets" if budget is None else budget_label(str(c["budget_kind"]), budget),
+                     "seed": None if seed is None else int(seed),
                      "rule": str(c["rule"]), "is_headline": c["rule"] == headline, "trial_id": str(c["trial_id"]),
                      "score": math.nan if c["score"] is None else float(c["score"]), "signal": c["signal"],
                      "headline_trial_id": head_trial,
                      "differs_from_headline": None if head_trial is None else str(c["trial_id"]) != head_trial})
     methods = method_order([r["method"] for r in rows])
     rows.sort(key=lambda r: (methods.index(r["method"]), str(r["budget_kind"]),
-                             r["budget"] if math.isfinite(r["budget"]) else -1.0, not r["is_headline"],
+                             r["budget"] if math.isfinite(r["budget"]) else -1.0,
+                             -1 if r["seed"] is None else r["seed"], not r["is_headline"],
                              rule_rank(r["rule"]), r["rule"]))
     return _nullable(pd.DataFrame(rows, columns=CHOICE_COLUMNS), "differs_from_headline")
 

@@ -6,9 +6,11 @@ The rules (``eval.selection``, then ``eval.compare``) read the signals the searc
 - ``oracle``: the labeled metric on the validation split (kNN or probe, with ``select_fraction``
   of the train labels): one choice for every budget; an upper bound.
 - ``label_free``: RankMe of the validation features: one choice for every budget; no label.
-- ``budget``: at each budget, leave-one-out kNN inside that budget's own labelled subset. Where
-  no class of the subset has 2 labels (e.g. 1 label per class) nothing can be held out, and the
-  choice falls back to RankMe, which reads no label (``signal`` says so).
+- ``budget``: at each budget and confirm seed, leave-one-out kNN inside that budget's labelled
+  subset at that seed (the subset that seed's confirm run is evaluated with): the choice for a
+  seed reads that seed's labels only. Where no class of the subset has 2 labels (e.g. 1 label per
+  class) nothing can be held out, and the choice falls back to RankMe, which reads no label
+  (``signal`` says so).
 
 Among a method's trials, as for the report's best trial (:func:`sslsweep.analysis.trials.best_trials`):
 completed trials first (their signals are at the full epoch budget), else those ASHA stopped;
@@ -27,7 +29,7 @@ import pandas as pd
 from sslsweep.analysis.conventions import FAILED_STATUSES, method_order
 from sslsweep.schema import budget_label, score_column
 
-CHOICE_COLUMNS = ["method", "rule", "budget_kind", "budget", "trial_id", "score", "signal"]
+CHOICE_COLUMNS = ["method", "rule", "budget_kind", "budget", "seed", "trial_id", "score", "signal"]
 SIGNALS = {"oracle": "oracle metric (validation split)", "label_free": "rankme", "budget": "loo_knn"}
 FALLBACK = "rankme (no class has 2 labels)"
 
@@ -68,18 +70,20 @@ def search_rule(headline: str) -> str:
 
 
 def _column(cands: pd.DataFrame, rule: str, headline: str, kind: str | None = None,
-            value: float | None = None) -> str | None:
+            value: float | None = None, seed: int | None = None) -> str | None:
     """The column a rule reads: ``metric`` for the rule the search maximised (also in trials made
     before ``score_*`` columns existed, e.g. by an older driver of a resumed sweep), else its
     ``score_*`` column; None when no trial of ``cands`` reported that signal."""
     if rule == search_rule(headline):
         return "metric"
-    col = score_column(rule, kind, value)
+    col = score_column(rule, kind, value, seed)
     return col if col in cands.columns and cands[col].notna().any() else None
 
 
-def choices(trials: pd.DataFrame, rules: Sequence[str], budgets: Sequence[tuple[str, float]]) -> pd.DataFrame:
-    """Per method, rule and label budget, the trial the rule confirms (columns :data:`CHOICE_COLUMNS`).
+def choices(trials: pd.DataFrame, rules: Sequence[str], budgets: Sequence[tuple[str, float]],
+            seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+    """Per method, rule, label budget and confirm seed, the trial the rule confirms (columns
+    :data:`CHOICE_COLUMNS`; the oracle and label_free choices are the same at every seed).
 
     ``rules[0]`` is the sweep's own rule (``eval.selection``). A method with no trial that can be
     chosen has no rows; a rule without its signal in the table (not computed by this sweep) none.
@@ -91,21 +95,23 @@ def choices(trials: pd.DataFrame, rules: Sequence[str], budgets: Sequence[tuple[
         tie = _column(mine, "label_free", rules[0])
         for rule in rules:
             for kind, value in budgets:
-                col, signal = _column(mine, rule, rules[0], kind, value), SIGNALS[rule]
-                if col is None and rule == "budget":  # nothing held out at this budget: the label-free signal
-                    col, signal = tie, FALLBACK
-                best = None if col is None else _pick(mine, col, tie)
-                if best is not None:
-                    rows.append(dict(method=method, rule=rule, budget_kind=kind, budget=float(value),
-                                     trial_id=str(best["trial_id"]), score=float(best[col]), signal=signal))
+                for seed in seeds:
+                    col, signal = _column(mine, rule, rules[0], kind, value, seed), SIGNALS[rule]
+                    if col is None and rule == "budget":  # nothing held out at this budget: the label-free signal
+                        col, signal = tie, FALLBACK
+                    best = None if col is None else _pick(mine, col, tie)
+                    if best is not None:
+                        rows.append(dict(method=method, rule=rule, budget_kind=kind, budget=float(value), seed=int(seed),
+                                         trial_id=str(best["trial_id"]), score=float(best[col]), signal=signal))
     return pd.DataFrame(rows, columns=CHOICE_COLUMNS)
 
 
-def confirm_plan(chosen: pd.DataFrame) -> list[tuple[str, dict[str, list[str]]]]:
-    """The confirm runs of one method's choices: each chosen trial once, with the budgets it is
-    evaluated at and, per budget, the rules that chose it there (``budgets`` of the run config;
+def confirm_plan(chosen: pd.DataFrame) -> list[tuple[tuple[str, int], dict[str, list[str]]]]:
+    """The confirm runs of one method's choices: each (chosen trial, seed) once, with the budgets it
+    is evaluated at and, per budget, the rules that chose it there (``budgets`` of the run config;
     budget.parquet ``chosen_by``). In order of first choice (the sweep's own rule first)."""
-    plan: dict[str, dict[str, list[str]]] = {}
+    plan: dict[tuple[str, int], dict[str, list[str]]] = {}
     for r in chosen.itertuples(index=False):
-        plan.setdefault(str(r.trial_id), {}).setdefault(budget_label(r.budget_kind, r.budget), []).append(str(r.rule))
+        at = plan.setdefault((str(r.trial_id), int(r.seed)), {})
+        at.setdefault(budget_label(r.budget_kind, r.budget), []).append(str(r.rule))
     return list(plan.items())

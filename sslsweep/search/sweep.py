@@ -162,9 +162,9 @@ class Sweep:
     def _settings(self, data: Prepared, *, confirm: bool) -> TrialSettings:
         c = self.cfg
         subsets: tuple[BudgetSubset, ...] = ()
-        if "budget" in c.eval.rules and not confirm:  # drawn here: a trial reads only its subsets' labels
-            subsets = tuple((kind, value, budget_subset(data.labels, data.splits.train, kind, value, seed=0))
-                            for kind, value in budgets(c.dataset))
+        if "budget" in c.eval.rules and not confirm:  # every confirm seed's subsets, drawn here: a trial reads only theirs
+            subsets = tuple((kind, value, seed, budget_subset(data.labels, data.splits.train, kind, value, seed=seed))
+                            for seed in range(c.confirm.seeds) for kind, value in budgets(c.dataset))
         return TrialSettings(encoder=c.encoder, trainer=c.trainer, eval=c.eval, confirm=c.confirm,
                              metric=self.metric, max_epochs=c.confirm_epochs if confirm else c.search.max_epochs,
                              eval_every=c.search.eval_every, num_threads=c.trainer.num_threads or int(c.resources.cpu),
@@ -287,13 +287,15 @@ class Sweep:
             self._record_confirm(method.name, grid, has_runs=bool(runs))
 
     def _confirm_runs(self, method: MethodConfig) -> list[dict[str, Any]]:
-        """The configs of ``method``'s confirm runs: every search trial a selection rule chose at some
-        label budget (:mod:`sslsweep.search.choice`), once per seed, each with the budgets it is
+        """The configs of ``method``'s confirm runs: one per search trial and confirm seed at which a
+        selection rule chose that trial for some label budget (:mod:`sslsweep.search.choice`; the
+        budget rule chooses per seed, with that seed's labelled subset), each with the budgets it is
         evaluated at and the rules that chose it there (none if no trial of it finished)."""
         with self.lock:
             trials = self.trials  # every method's rows so far; the choice is per method
         trials = trials if len(trials) else pd.DataFrame(columns=list(TRIAL_COLUMNS))
-        chosen = choices(trials[trials["method"] == method.name], self.cfg.eval.rules, budgets(self.cfg.dataset))
+        chosen = choices(trials[trials["method"] == method.name], self.cfg.eval.rules, budgets(self.cfg.dataset),
+                         range(self.cfg.confirm.seeds))
         if chosen.empty:
             log.warning("method %s: no trial finished; it is left out of the confirm phase", method.name)
             return []
@@ -302,12 +304,11 @@ class Sweep:
             kept = [r for r in self.manifest.get("choices", []) if r["method"] != method.name]
             self.manifest["choices"] = kept + chosen.to_dict("records")
             configs = [self.configs[t] if t in self.configs else {"method": method.name, **self._hp_of(t)}
-                       for t, _ in plan]
-        if len(plan) > 1:
-            log.info("method %s: the selection rules chose %d trials; each is confirmed with %d seeds",
-                     method.name, len(plan), self.cfg.confirm.seeds)
+                       for (t, _), _ in plan]
+        log.info("method %s: %d confirm runs of %d chosen trials (%d seeds)", method.name, len(plan),
+                 len({t for (t, _), _ in plan}), self.cfg.confirm.seeds)
         return [{**config, "seed": seed, "source_trial_id": t, "budgets": at}
-                for (t, at), config in zip(plan, configs) for seed in range(self.cfg.confirm.seeds)]
+                for ((t, seed), at), config in zip(plan, configs)]
 
     def _hp_of(self, trial_id: str) -> dict[str, Any]:
         """The hyperparameters of a search trial as trials.parquet holds them (a resumed sweep whose

@@ -46,14 +46,16 @@ def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime:
                         {"val": (val.cpu().numpy(), data.labels[val_idx])}, seed=seed, device=runtime.device)["val"]
 
 
-# A label budget's labelled subset for the budget rule: (kind, value, indices into the full array).
-BudgetSubset = tuple[str, float, np.ndarray]
+# A label budget's labelled subset at one confirm seed, for the budget rule: (kind, value, seed,
+# indices into the full array).
+BudgetSubset = tuple[str, float, int, np.ndarray]
 
 
 def budget_scores(encoder: Encoder, dd: DeviceData, subsets: Sequence[BudgetSubset], cfg: EvalConfig,
                   runtime: Runtime, *, max_members: int = 10_000) -> dict[str, float]:
-    """The budget rule's signals: per label budget, leave-one-out kNN top-1 (:func:`loo_knn_top1`)
-    inside that budget's labelled subset, keyed by :func:`score_column`.
+    """The budget rule's signals: per label budget and confirm seed, leave-one-out kNN top-1
+    (:func:`loo_knn_top1`) inside that budget's labelled subset at that seed, keyed by
+    :func:`score_column`.
 
     Each score reads the labels of its own subset and no other (the subsets were drawn by the
     driver; a guard test holds this). A subset of more than ``max_members`` images is represented
@@ -63,19 +65,19 @@ def budget_scores(encoder: Encoder, dd: DeviceData, subsets: Sequence[BudgetSubs
     where no class has 2 labels."""
     if not subsets:
         return {}
-    subsets = [(kind, value, idx if len(idx) <= max_members else
-                np.sort(np.random.default_rng(0).choice(np.asarray(idx), max_members, replace=False)))
-               for kind, value, idx in subsets]
-    union = np.unique(np.concatenate([np.asarray(idx) for _, _, idx in subsets]))
+    subsets = [(kind, value, seed, idx if len(idx) <= max_members else
+                np.sort(np.random.default_rng(seed).choice(np.asarray(idx), max_members, replace=False)))
+               for kind, value, seed, idx in subsets]
+    union = np.unique(np.concatenate([np.asarray(idx) for *_, idx in subsets]))
     feats, kept = dd.features(encoder, union, autocast=runtime.autocast)
     row = {int(g): i for i, g in enumerate(kept)}  # full index -> row of feats (a skipped image has none)
     out = {}
-    for kind, value, idx in subsets:
+    for kind, value, seed, idx in subsets:
         members = [int(i) for i in idx if int(i) in row]
-        y = dd.labels[dd.idx(np.asarray(members, dtype=np.int64))]  # this budget's labels only
+        y = dd.labels[dd.idx(np.asarray(members, dtype=np.int64))]  # this budget's labels at this seed only
         rows = torch.as_tensor([row[i] for i in members], dtype=torch.long, device=feats.device)
-        out[score_column("budget", kind, value)] = loo_knn_top1(feats[rows], y, k=cfg.knn_k,
-                                                                num_classes=dd.data.num_classes)
+        out[score_column("budget", kind, value, seed)] = loo_knn_top1(feats[rows], y, k=cfg.knn_k,
+                                                                      num_classes=dd.data.num_classes)
     return out
 
 

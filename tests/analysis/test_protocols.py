@@ -332,8 +332,8 @@ def test_a_one_rule_sweep_lists_the_trials_its_rule_confirmed_per_budget(make_sw
     """With one rule (eval.compare = []) there is no comparison, but the report still says which
     trial was confirmed at each budget (the budget rule can choose differently per budget), and
     that the search's own best may differ."""
-    choices = [choice("simclr", "budget", 0.01, "t1", 12.5, "rankme (no class has 2 labels)"),
-               choice("simclr", "budget", 0.1, "t2", 0.8)]
+    choices = [dict(choice("simclr", "budget", 0.01, "t1", 12.5, "rankme (no class has 2 labels)"), seed=0),
+               dict(choice("simclr", "budget", 0.1, "t2", 0.8), seed=0), dict(choice("simclr", "budget", 0.1, "t3", 0.9), seed=1)]
     manifest = ruled_manifest(build, choices=choices)
     manifest["config"]["eval"]["compare"] = []
     paths = build_report([make_sweep("r", trials=build.search_trials(), budget=build.confirm_budget(),
@@ -341,6 +341,19 @@ def test_a_one_rule_sweep_lists_the_trials_its_rule_confirmed_per_budget(make_sw
     md = Path(paths["md"]).read_text(encoding="utf-8")
     assert TITLE not in md and "## Confirmed configurations (per label budget)" in md
     chosen = md.split("## Confirmed configurations (per label budget)")[1].split("\n## ")[0]
-    assert "| simclr | 1% | budget (headline) | t1 |" in chosen and "| simclr | 10% | budget (headline) | t2 |" in chosen
+    assert "| simclr | 1% | 0 | budget (headline) | t1 |" in chosen and "| simclr | 10% | 0 | budget (headline) | t2 |" in chosen
+    assert "| simclr | 10% | 1 | budget (headline) | t3 |" in chosen  # the budget rule chooses per confirm seed
     assert "rankme (no class has 2 labels)" in chosen
     assert "The search's best by its own metric" in md
+
+
+def test_choices_per_seed_are_compared_with_the_headline_choice_of_the_same_seed() -> None:
+    """The budget rule chose t1 at seed 0 and t2 at seed 1; the oracle t1 at both: the oracle's
+    choice equals the headline's at seed 0 and differs at seed 1."""
+    choices = [dict(choice("simclr", "budget", 0.1, "t1"), seed=0), dict(choice("simclr", "budget", 0.1, "t2"), seed=1),
+               dict(choice("simclr", "oracle", 0.1, "t1", 0.9, "knn_top1"), seed=0),
+               dict(choice("simclr", "oracle", 0.1, "t1", 0.9, "knn_top1"), seed=1)]
+    table = choice_table(choices, "budget")
+    oracle = table[table["rule"] == "oracle"].set_index("seed")
+    assert oracle.loc[0, "differs_from_headline"] is False and oracle.loc[1, "differs_from_headline"] is True
+    assert oracle.loc[1, "headline_trial_id"] == "t2"

@@ -22,8 +22,8 @@ def table(*trials: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([r for t in trials for r in t])
 
 
-def chosen(df: pd.DataFrame, rule: str, budget: float, method: str = "simclr") -> str:
-    row = df[(df["rule"] == rule) & (df["budget"] == budget) & (df["method"] == method)]
+def chosen(df: pd.DataFrame, rule: str, budget: float, method: str = "simclr", seed: int = 0) -> str:
+    row = df[(df["rule"] == rule) & (df["budget"] == budget) & (df["method"] == method) & (df["seed"] == seed)]
     assert len(row) == 1, row
     return str(row["trial_id"].iloc[0])
 
@@ -32,7 +32,7 @@ def test_each_rule_chooses_by_its_own_signal_and_budget_per_budget() -> None:
     """a is best by RankMe, b by the oracle, c at 1% and b at 10% of labels: each rule picks its
     own, the budget rule differently per budget."""
     def at(small: float, large: float) -> dict[str, float]:  # the budget rule's scores at 1% and 10%
-        return {"score_budget_fraction_0.01": small, "score_budget_fraction_0.1": large}
+        return {"score_budget_fraction_0.01_s0": small, "score_budget_fraction_0.1_s0": large}
 
     trials = table(trial("a", "completed", 9.0, score_label_free=9.0, score_oracle=0.5, **at(0.2, 0.5)),
                    trial("b", "completed", 5.0, score_label_free=5.0, score_oracle=0.9, **at(0.3, 0.8)),
@@ -58,8 +58,8 @@ def test_completed_trials_come_before_stopped_and_failed_ones_are_never_chosen()
 
 def test_a_budget_with_nothing_held_out_falls_back_to_rankme() -> None:
     """NaN budget scores (no class with 2 labels) -> the label-free signal chooses, and says so."""
-    trials = table(trial("a", "completed", 9.0, score_label_free=9.0, **{"score_budget_fraction_0.01": math.nan}),
-                   trial("b", "completed", 5.0, score_label_free=5.0, **{"score_budget_fraction_0.01": math.nan}))
+    trials = table(trial("a", "completed", 9.0, score_label_free=9.0, **{"score_budget_fraction_0.01_s0": math.nan}),
+                   trial("b", "completed", 5.0, score_label_free=5.0, **{"score_budget_fraction_0.01_s0": math.nan}))
     df = choices(trials, ("budget",), BUDGETS[:1])
     assert chosen(df, "budget", 0.01) == "a" and df["signal"].item() == FALLBACK
 
@@ -67,7 +67,7 @@ def test_a_budget_with_nothing_held_out_falls_back_to_rankme() -> None:
 def test_ties_go_to_rankme_then_the_smallest_trial_id() -> None:
     """Equal budget scores: the higher RankMe (the budget sweep's search metric) wins; equal both:
     the smaller id."""
-    col = "score_budget_fraction_0.01"
+    col = "score_budget_fraction_0.01_s0"
     trials = table(trial("b", "completed", 2.0, **{col: 0.5}), trial("a", "completed", 1.0, **{col: 0.5}))
     assert chosen(choices(trials, ("budget",), BUDGETS[:1]), "budget", 0.01) == "b"
     trials = table(trial("b", "completed", 1.0, **{col: 0.5}), trial("a", "completed", 1.0, **{col: 0.5}))
@@ -77,7 +77,7 @@ def test_ties_go_to_rankme_then_the_smallest_trial_id() -> None:
 def test_in_an_oracle_sweep_a_budget_tie_goes_to_rankme_not_to_the_validation_labels() -> None:
     """Under eval.selection=oracle the search metric is the labelled validation kNN: the budget
     rule's tie-break must not read it. a has the higher RankMe, b the higher oracle metric."""
-    col = "score_budget_fraction_0.01"
+    col = "score_budget_fraction_0.01_s0"
     trials = table(trial("a", "completed", 0.70, score_oracle=0.70, score_label_free=30.0, **{col: 0.9}),
                    trial("b", "completed", 0.90, score_oracle=0.90, score_label_free=10.0, **{col: 0.9}))
     df = choices(trials, ("oracle", "budget"), BUDGETS[:1])
@@ -111,20 +111,38 @@ def test_methods_are_chosen_separately() -> None:
     assert chosen(df, "oracle", 0.01, "simclr") == "s1" and chosen(df, "oracle", 0.01, "rotation") == "r2"
 
 
-def test_the_confirm_plan_runs_each_chosen_trial_once_with_the_rules_per_budget() -> None:
-    """Trial c chosen by budget at 1%, b by budget at 10% and by oracle at both: two runs; b's run
-    evaluates both budgets and names the rules that chose it at each."""
-    df = pd.DataFrame([dict(method="m", rule="budget", budget_kind="fraction", budget=0.01, trial_id="c"),
-                       dict(method="m", rule="budget", budget_kind="fraction", budget=0.1, trial_id="b"),
-                       dict(method="m", rule="oracle", budget_kind="fraction", budget=0.01, trial_id="b"),
-                       dict(method="m", rule="oracle", budget_kind="fraction", budget=0.1, trial_id="b")])
-    assert confirm_plan(df) == [("c", {"fraction_0.01": ["budget"]}),
-                                ("b", {"fraction_0.1": ["budget", "oracle"], "fraction_0.01": ["oracle"]})]
+def test_the_budget_rule_chooses_per_seed_with_that_seeds_subset() -> None:
+    """Each confirm seed draws its own labelled subset: at seed 0 trial a scores best inside it, at
+    seed 1 trial b; the budget rule follows each seed's own score, the oracle's choice is the
+    same at both seeds."""
+    def at(s0: float, s1: float) -> dict[str, float]:
+        return {"score_budget_fraction_0.01_s0": s0, "score_budget_fraction_0.01_s1": s1}
+
+    trials = table(trial("a", "completed", 1.0, score_label_free=1.0, score_oracle=0.5, **at(0.9, 0.2)),
+                   trial("b", "completed", 2.0, score_label_free=2.0, score_oracle=0.6, **at(0.1, 0.8)))
+    df = choices(trials, ("budget", "oracle"), BUDGETS[:1], seeds=(0, 1))
+    assert [chosen(df, "budget", 0.01, seed=s) for s in (0, 1)] == ["a", "b"]
+    assert [chosen(df, "oracle", 0.01, seed=s) for s in (0, 1)] == ["b", "b"]
 
 
-def test_search_trials_get_the_seed_0_subset_of_every_budget_and_confirm_trials_none() -> None:
-    """Under the budget rule the driver draws each budget's labelled subset (seed 0, the subset
-    confirm seed 0 evaluates) for the search trials; a sweep without the budget rule draws none."""
+def test_the_confirm_plan_runs_each_chosen_trial_and_seed_once_with_the_rules_per_budget() -> None:
+    """At seed 0 trial c chosen by budget at 1%, b by budget at 10% and by oracle at both: two runs;
+    b's run evaluates both budgets and names the rules that chose it at each. At seed 1 budget chose
+    b at 1% too: one run for b, both rules at 1%."""
+    def row(rule: str, budget: float, trial_id: str, seed: int = 0) -> dict:
+        return dict(method="m", rule=rule, budget_kind="fraction", budget=budget, seed=seed, trial_id=trial_id)
+
+    df = pd.DataFrame([row("budget", 0.01, "c"), row("budget", 0.1, "b"), row("oracle", 0.01, "b"),
+                       row("oracle", 0.1, "b"), row("budget", 0.01, "b", 1), row("oracle", 0.01, "b", 1)])
+    assert confirm_plan(df) == [(("c", 0), {"fraction_0.01": ["budget"]}),
+                                (("b", 0), {"fraction_0.1": ["budget", "oracle"], "fraction_0.01": ["oracle"]}),
+                                (("b", 1), {"fraction_0.01": ["budget", "oracle"]})]
+
+
+def test_search_trials_get_every_seeds_subset_of_every_budget_and_confirm_trials_none() -> None:
+    """Under the budget rule the driver draws each budget's labelled subset at every confirm seed
+    (the subsets those seeds' confirm runs are evaluated with) for the search trials; a sweep
+    without the budget rule draws none."""
     import numpy as np
 
     from sslsweep.data import budget_subset
@@ -135,9 +153,10 @@ def test_search_trials_get_the_seed_0_subset_of_every_budget_and_confirm_trials_
     data = tiny_data()
     sweep = Sweep.create(load("storage=/tmp/unused"), {})
     subsets = sweep._settings(data, confirm=False).subsets
-    assert [(k, v) for k, v, _ in subsets] == [("fraction", 0.01), ("fraction", 0.1), ("fraction", 1.0)]
-    for kind, value, idx in subsets:
-        assert np.array_equal(idx, budget_subset(data.labels, data.splits.train, kind, value, seed=0))
+    assert [(k, v, s) for k, v, s, _ in subsets] == [(k, v, s) for s in range(sweep.cfg.confirm.seeds)
+                                                     for k, v in (("fraction", 0.01), ("fraction", 0.1), ("fraction", 1.0))]
+    for kind, value, seed, idx in subsets:
+        assert np.array_equal(idx, budget_subset(data.labels, data.splits.train, kind, value, seed=seed))
     assert sweep._settings(data, confirm=True).subsets == ()
     oracle = Sweep.create(load("storage=/tmp/unused", "eval.selection=oracle", "eval.compare=[label_free]"), {})
     assert oracle._settings(data, confirm=False).subsets == ()

@@ -53,7 +53,8 @@ def test_trials_table_has_one_row_per_report_and_honest_status(sweep_dir: Path) 
     assert (t["metric"] == t["score_label_free"]).all() and (t["metric"] >= 1).all()  # RankMe: the search's metric
     assert t["score_oracle"].between(0, 1).all()
     for budget in ("fraction_0.1", "fraction_1", "per_class_2"):  # 2 labels per class: held out one by one
-        assert t[f"score_budget_{budget}"].between(0, 1).all(), budget
+        for seed in (0, 1):  # one score per confirm seed: each seed draws its own labelled subset
+            assert t[f"score_budget_{budget}_s{seed}"].between(0, 1).all(), (budget, seed)
     assert t.loc[t.method == "rotation", "hp_temperature"].isna().all()
     assert t.loc[t.method == "simclr", "hp_temperature"].notna().all()
     assert t.loc[t.method == "rotation", "pretext_acc"].notna().all()
@@ -95,22 +96,23 @@ def _best(final: pd.DataFrame, column: str) -> str:
 
 
 def test_each_rule_confirms_the_trial_its_own_signal_ranks_first(sweep_dir: Path) -> None:
-    """At every budget, the configuration each rule retrained is the completed trial its signal
-    ranks first: oracle by the validation kNN, label_free by RankMe, budget by the leave-one-out
-    kNN inside that budget's own labelled subset. A run chosen by several rules is trained once."""
+    """At every budget and seed, the configuration each rule retrained is the completed trial its
+    signal ranks first: oracle by the validation kNN, label_free by RankMe, budget by the
+    leave-one-out kNN inside that budget's labelled subset at that seed. A run chosen by several
+    rules is trained once."""
     t = pd.read_parquet(sweep_dir / "trials.parquet")
     b = pd.read_parquet(sweep_dir / "budget.parquet")
     final = t[(t.status == "completed")].sort_values("epoch").groupby("trial_id").tail(1)
     assert set(b.method) == set(final.method) == {"simclr", "rotation"}
-    for (method, kind, budget, rule), g in b.groupby(["method", "budget_kind", "budget", "chosen_by"]):
+    for (method, kind, budget, rule, seed), g in b.groupby(["method", "budget_kind", "budget", "chosen_by", "seed"]):
         mine = final[final.method == method]
         column = {"oracle": "score_oracle", "label_free": "score_label_free"}.get(
-            rule, f"score_budget_{kind}_{budget:g}")
-        assert set(g.source_trial_id) == {_best(mine, column)}, (method, kind, budget, rule)
+            rule, f"score_budget_{kind}_{budget:g}_s{seed}")
+        assert set(g.source_trial_id) == {_best(mine, column)}, (method, kind, budget, rule, seed)
     runs = b.groupby(["method", "source_trial_id", "seed"])["trial_id"].nunique()
     assert (runs == 1).all()  # one confirm trial per chosen configuration and seed, whatever chose it
     manifest = json.loads((sweep_dir / "manifest.json").read_text())
-    assert len(manifest["choices"]) == 2 * 3 * 3  # methods x rules x budgets
+    assert len(manifest["choices"]) == 2 * 3 * 3 * 2  # methods x rules x budgets x seeds
 
 
 def test_manifest_records_provenance(sweep_dir: Path) -> None:

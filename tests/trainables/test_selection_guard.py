@@ -103,7 +103,7 @@ LABELS = (np.arange(N) % 4).astype(np.int64)
 SMALL, LARGE = np.arange(0, 8), np.arange(0, 16)  # nested label subsets of the train pool (0..23), 2 and 4 per class
 
 
-def budget_score(dd: DeviceData, subsets: list[tuple[str, float, np.ndarray]]) -> dict[str, float]:
+def budget_score(dd: DeviceData, subsets: list[tuple[str, float, int, np.ndarray]]) -> dict[str, float]:
     return budget_scores(encoder(), dd, subsets, EvalConfig(knn_k=3), CPU)
 
 
@@ -114,27 +114,27 @@ def test_budget_scores_read_only_the_labels_of_their_subsets() -> None:
     dd = device_data(LABELS, list("abcd"))
     dd.data.labels = LabelGuard("numpy labels")  # the driver drew the subsets: the trial needs no numpy label
     dd.labels = BudgetLabels(LABELS, LARGE)  # type: ignore[assignment]
-    scores = budget_score(dd, [("per_class", 2, SMALL), ("per_class", 4, LARGE)])
-    assert set(scores) == {score_column("budget", "per_class", 2), score_column("budget", "per_class", 4)}
+    scores = budget_score(dd, [("per_class", 2, 0, SMALL), ("per_class", 4, 0, LARGE)])
+    assert set(scores) == {score_column("budget", "per_class", 2, 0), score_column("budget", "per_class", 4, 0)}
     assert all(0 <= v <= 1 for v in scores.values()) and dd.labels.read == set(LARGE.tolist())
     dd.labels = BudgetLabels(LABELS, SMALL)  # type: ignore[assignment]
     with pytest.raises(LabelRead):
-        budget_score(dd, [("per_class", 4, LARGE)])
+        budget_score(dd, [("per_class", 4, 0, LARGE)])
 
 
 def test_a_budget_score_does_not_depend_on_labels_outside_its_subset() -> None:
     """Permuting every label outside the small budget's subset (including the larger budget's and
     the validation split's) leaves the small budget's score unchanged; its own labels do count (all
     one class: every held-out image is classified right)."""
-    base = budget_score(device_data(LABELS, list("abcd")), [("per_class", 2, SMALL)])
+    base = budget_score(device_data(LABELS, list("abcd")), [("per_class", 2, 0, SMALL)])
     outside = LABELS.copy()
     outside[8:] = np.random.default_rng(0).permutation(outside[8:])
     assert (outside != LABELS).any()
-    assert budget_score(device_data(outside, list("abcd")), [("per_class", 2, SMALL)]) == base
+    assert budget_score(device_data(outside, list("abcd")), [("per_class", 2, 0, SMALL)]) == base
     inside = LABELS.copy()
     inside[:8] = 0
-    assert budget_score(device_data(inside, list("abcd")), [("per_class", 2, SMALL)]) == {"score_budget_per_class_2": 1.0}
-    assert base["score_budget_per_class_2"] < 1.0
+    assert budget_score(device_data(inside, list("abcd")), [("per_class", 2, 0, SMALL)]) == {"score_budget_per_class_2_s0": 1.0}
+    assert base["score_budget_per_class_2_s0"] < 1.0
 
 
 def test_selection_scores_report_one_signal_per_rule() -> None:
@@ -142,11 +142,11 @@ def test_selection_scores_report_one_signal_per_rule() -> None:
     kNN and one score per budget; with compare [] no oracle signal is computed (so no validation
     label is read)."""
     dd = device_data(LABELS, list("abcd"))
-    subsets = [("per_class", 2, SMALL)]
+    subsets = [("per_class", 2, 0, SMALL)]
     every = selection_scores(encoder(), dd, EvalConfig(knn_k=3), CPU, subsets)
-    assert set(every) == {"score_label_free", "score_oracle", "score_budget_per_class_2"}
+    assert set(every) == {"score_label_free", "score_oracle", "score_budget_per_class_2_s0"}
     alone = selection_scores(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, subsets)
-    assert set(alone) == {"score_label_free", "score_budget_per_class_2"}
+    assert set(alone) == {"score_label_free", "score_budget_per_class_2_s0"}
     assert alone["score_label_free"] == every["score_label_free"] >= 1  # RankMe: an effective rank
     metrics = search_metrics(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, "rankme", subsets)
     assert metrics["rankme"] == metrics["score_label_free"]
@@ -174,9 +174,9 @@ def test_a_budget_larger_than_max_members_is_scored_on_a_seeded_sample_of_itself
     budget's subset, the same ones at every call (seeded), and equals the score of that sample."""
     dd = device_data(LABELS, list("abcd"))
     dd.labels = BudgetLabels(LABELS, LARGE)  # type: ignore[assignment]
-    sampled = budget_scores(encoder(), dd, [("per_class", 4, LARGE)], EvalConfig(knn_k=3), CPU, max_members=8)
+    sampled = budget_scores(encoder(), dd, [("per_class", 4, 0, LARGE)], EvalConfig(knn_k=3), CPU, max_members=8)
     read = sorted(dd.labels.read)
     assert len(read) == 8 and set(read) <= set(LARGE.tolist())
     dd.labels = BudgetLabels(LABELS, np.asarray(read))  # type: ignore[assignment]
-    again = budget_scores(encoder(), dd, [("per_class", 4, np.asarray(read))], EvalConfig(knn_k=3), CPU)
+    again = budget_scores(encoder(), dd, [("per_class", 4, 0, np.asarray(read))], EvalConfig(knn_k=3), CPU)
     assert again == sampled
