@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sslsweep.rules import ConfigError, is_int, is_num
 from sslsweep.rules import require as _require
-from sslsweep.schema import SELECTION_RULE_DEFAULT, TRIAL_KEYS
+from sslsweep.schema import SELECTION_RULE_DEFAULT, TRIAL_KEYS, search_rule
 from sslsweep.trainables.tasks import TASKS
 from sslsweep.validate import check_space_names, validate
 
@@ -219,7 +219,7 @@ class SweepConfig:
         ``linear_top1``) under ``eval.selection = oracle``, else ``rankme``: the ``label_free`` and
         ``budget`` searches read no label (the budget rule then chooses among their trials with
         each budget's own labels, docs/selection.md)."""
-        return f"{self.eval.metric}_top1" if self.eval.selection == "oracle" else "rankme"
+        return f"{self.eval.metric}_top1" if search_rule(self.eval.selection) == "oracle" else "rankme"
 
     @property
     def confirm_epochs(self) -> int:

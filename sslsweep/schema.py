@@ -48,6 +48,18 @@ SELECTIONS = ("random", "typical")  # values of budget.parquet ``selection`` and
 SELECTION_RULES = ("budget", "label_free", "oracle")
 SELECTION_RULE_DEFAULT = "oracle"  # what a sweep that names no eval.selection was selected by
 
+# manifest.json ``choices``: one dict per method x rule x label budget x confirm seed
+# (sslsweep.search.choice); ``seed`` is absent in sweeps made before per-seed choices.
+CHOICE_FIELDS = ("method", "rule", "budget_kind", "budget", "seed", "trial_id", "score", "signal")
+
+
+def search_rule(selection: str) -> str:
+    """The rule whose signal a sweep's search maximises (its trials' ``metric``): the oracle's under
+    ``eval.selection = oracle``; RankMe (``label_free``) under label_free and budget, whose searches
+    read no label."""
+    return "oracle" if selection == "oracle" else "label_free"
+
+
 # trials.parquet score columns: every selection signal a search trial reported besides ``metric``
 # (float64): ``score_oracle``, ``score_label_free`` and ``score_budget_<kind>_<value>_s<seed>`` per
 # label budget and confirm seed.

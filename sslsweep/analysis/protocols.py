@@ -41,7 +41,7 @@ from sslsweep.analysis.confirm import BUDGET_REQUIRED, seed_series, selections, 
 from sslsweep.analysis.conventions import budget_label, method_order, protocol_rank, require_columns
 from sslsweep.analysis.io import headline_rule
 from sslsweep.analysis.stats import mean_ci, paired_t
-from sslsweep.schema import SELECTION_RULES
+from sslsweep.schema import CHOICE_FIELDS, SELECTION_RULES
 
 Headline = str | Mapping[str, str]  # one rule, or the rule of each sweep by sweep_id
 TIE = 1e-12
@@ -51,7 +51,7 @@ PROTOCOL_COLUMNS = ["budget_kind", "budget", "protocol", "selection", "budget_la
                     "ci_high", "p_value", "testable", "mde", "resolved", "same_trial"]
 RANKING_COLUMNS = ["budget_kind", "budget", "protocol", "selection", "budget_label", "rule", "headline_rule",
                    "is_headline", "n_methods", "ranking", "differs", "ranking_changes"]
-CHOICE_KEYS = ("method", "rule", "budget_kind", "budget", "trial_id", "score", "signal")
+CHOICE_KEYS = tuple(k for k in CHOICE_FIELDS if k != "seed")  # required; seed is optional (older sweeps)
 CHOICE_COLUMNS = ["sweep_id", "method", "budget_kind", "budget", "budget_label", "seed", "rule", "is_headline",
                   "trial_id", "score", "signal", "headline_trial_id", "differs_from_headline"]
 

@@ -26,10 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from sslsweep.analysis.conventions import FAILED_STATUSES, method_order
-from sslsweep.schema import budget_label, score_column
+from sslsweep.analysis.conventions import method_order
+from sslsweep.schema import CHOICE_FIELDS, budget_label, score_column, search_rule
 
-CHOICE_COLUMNS = ["method", "rule", "budget_kind", "budget", "seed", "trial_id", "score", "signal"]
+CHOICE_COLUMNS = list(CHOICE_FIELDS)
 SIGNALS = {"oracle": "oracle metric (validation split)", "label_free": "rankme", "budget": "loo_knn"}
 FALLBACK = "rankme (no class has 2 labels)"
 
@@ -47,7 +47,7 @@ def final_signals(trials: pd.DataFrame) -> pd.DataFrame:
     status = df.groupby("trial_id", sort=False)["status"].last()
     last = df[df["metric"].notna()].groupby("trial_id", sort=False).tail(1).set_index("trial_id")
     last = last.assign(status=status.reindex(last.index))
-    last = last[~last["status"].isin(FAILED_STATUSES) & last["status"].isin(("completed", "stopped"))]
+    last = last[last["status"].isin(("completed", "stopped"))]  # never a failed or diverged one
     last = last.assign(pool=(last["status"] != "completed").astype(int))
     return last.reset_index()[cols]
 
@@ -61,12 +61,6 @@ def _pick(cands: pd.DataFrame, column: str, tie: str | None) -> pd.Series | None
         if len(scored):
             return scored.sort_values(keys, ascending=[False] * (len(keys) - 1) + [True], kind="stable").iloc[0]
     return None
-
-
-def search_rule(headline: str) -> str:
-    """The rule whose signal the search maximised, reported as ``metric``: the oracle's under
-    ``eval.selection = oracle``, RankMe (``label_free``) under label_free and budget."""
-    return "oracle" if headline == "oracle" else "label_free"
 
 
 def _column(cands: pd.DataFrame, rule: str, headline: str, kind: str | None = None,
@@ -93,13 +87,16 @@ def choices(trials: pd.DataFrame, rules: Sequence[str], budgets: Sequence[tuple[
     for method in method_order(cands["method"].dropna().astype(str).unique().tolist()):
         mine = cands[cands["method"] == method]
         tie = _column(mine, "label_free", rules[0])
+        picked: dict[str, pd.Series | None] = {}  # column -> its best trial (oracle, label_free: one for every seed)
         for rule in rules:
             for kind, value in budgets:
                 for seed in seeds:
                     col, signal = _column(mine, rule, rules[0], kind, value, seed), SIGNALS[rule]
                     if col is None and rule == "budget":  # nothing held out at this budget: the label-free signal
                         col, signal = tie, FALLBACK
-                    best = None if col is None else _pick(mine, col, tie)
+                    if col is not None and col not in picked:
+                        picked[col] = _pick(mine, col, tie)
+                    best = None if col is None else picked[col]
                     if best is not None:
                         rows.append(dict(method=method, rule=rule, budget_kind=kind, budget=float(value), seed=int(seed),
                                          trial_id=str(best["trial_id"]), score=float(best[col]), signal=signal))

@@ -20,11 +20,12 @@ import torch
 
 from sslsweep.config import ConfirmConfig, EvalConfig
 from sslsweep.data import budget_subset, label_subset, typical_subset
-from sslsweep.schema import score_column
+from sslsweep.schema import score_column, search_rule
 from sslsweep.trainables.encoders import Encoder
 from sslsweep.trainables.evaluate import (FinetuneConfig, choose_finetune_lr, finetune, finetune_steps, knn_top1,
                                           linear_probe, loo_knn_top1, rankme)
 from sslsweep.trainables.train import DeviceData, Runtime
+
 
 def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime: Runtime, *, seed: int = 0) -> float:
     """The search phase's score, reported under :attr:`SweepConfig.metric_name`.
@@ -33,12 +34,18 @@ def selection_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime:
     the labeled bank ``eval.select_fraction`` of the train pool (a fixed, seeded subset): more
     labels than a small budget has, so an upper bound. ``label_free`` and ``budget`` (whose search
     maximises RankMe too): RankMe of the validation split's features; no label array is touched."""
-    data = dd.data
-    if cfg.selection != "oracle":
-        return rankme(dd.features(encoder, data.splits.val, autocast=runtime.autocast)[0])
+    val = dd.features(encoder, dd.data.splits.val, autocast=runtime.autocast)
+    if search_rule(cfg.selection) == "label_free":
+        return rankme(val[0])
+    return _oracle_metric(encoder, dd, cfg, runtime, val, seed=seed)
+
+
+def _oracle_metric(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime: Runtime,
+                   val_features: tuple[torch.Tensor, np.ndarray], *, seed: int = 0) -> float:
+    """The oracle's metric (:func:`selection_metric`) from the validation split's features."""
+    data, (val, val_idx) = dd.data, val_features
     bank_idx = label_subset(data.labels, data.splits.train, seed=seed, fraction=cfg.select_fraction)
     bank, bank_idx = dd.features(encoder, bank_idx, autocast=runtime.autocast)
-    val, val_idx = dd.features(encoder, data.splits.val, autocast=runtime.autocast)
     if cfg.metric == "knn":
         return knn_top1(bank, dd.labels[dd.idx(bank_idx)], val, dd.labels[dd.idx(val_idx)],
                         k=cfg.knn_k, num_classes=data.num_classes)
@@ -89,10 +96,12 @@ def selection_scores(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime:
     maximises it) and ``budget`` (:func:`budget_scores`, one per subset)."""
     rules = set(cfg.rules) | ({"label_free"} if "budget" in cfg.rules else set())
     out: dict[str, float] = {}
-    if "label_free" in rules:
-        out[score_column("label_free")] = selection_metric(encoder, dd, replace(cfg, selection="label_free"), runtime)
-    if "oracle" in rules:
-        out[score_column("oracle")] = selection_metric(encoder, dd, replace(cfg, selection="oracle"), runtime)
+    if rules & {"label_free", "oracle"}:  # both read the validation split's features: extracted once
+        val = dd.features(encoder, dd.data.splits.val, autocast=runtime.autocast)
+        if "label_free" in rules:
+            out[score_column("label_free")] = rankme(val[0])
+        if "oracle" in rules:
+            out[score_column("oracle")] = _oracle_metric(encoder, dd, cfg, runtime, val)
     if "budget" in rules:
         out |= budget_scores(encoder, dd, subsets, cfg, runtime)
     return out
@@ -104,7 +113,7 @@ def search_metrics(encoder: Encoder, dd: DeviceData, cfg: EvalConfig, runtime: R
     search's own metric ``metric`` (:attr:`SweepConfig.metric_name`) that ASHA and Optuna maximise:
     the ``oracle`` signal under ``eval.selection = oracle``, else the ``label_free`` one (RankMe)."""
     scores = selection_scores(encoder, dd, cfg, runtime, subsets)
-    return {metric: scores[score_column("oracle" if cfg.selection == "oracle" else "label_free")], **scores}
+    return {metric: scores[score_column(search_rule(cfg.selection))], **scores}
 
 
 def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, dataset_budgets: list[tuple[str, float]],

@@ -148,6 +148,9 @@ def test_selection_scores_report_one_signal_per_rule() -> None:
     alone = selection_scores(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, subsets)
     assert set(alone) == {"score_label_free", "score_budget_per_class_2_s0"}
     assert alone["score_label_free"] == every["score_label_free"] >= 1  # RankMe: an effective rank
+    # the validation features are extracted once for both: each signal equals its standalone value
+    assert every["score_oracle"] == selection_metric(encoder(), dd, EvalConfig(knn_k=3, selection="oracle"), CPU)
+    assert every["score_label_free"] == selection_metric(encoder(), dd, EvalConfig(selection="label_free"), CPU)
     metrics = search_metrics(encoder(), dd, EvalConfig(knn_k=3, compare=()), CPU, "rankme", subsets)
     assert metrics["rankme"] == metrics["score_label_free"]
 
