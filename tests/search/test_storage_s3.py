@@ -64,9 +64,11 @@ def get_json(s3: S3Server, key: str) -> dict | None:
         return None
 
 
-def listing(s3: S3Server, prefix: str) -> list[str]:
-    infos = s3fs(s3).get_file_info(pafs.FileSelector(f"{s3.bucket}/{prefix}", recursive=True, allow_not_found=True))
-    return [i.path.split("/", 1)[1] for i in infos if i.type == pafs.FileType.File]
+def listing(s3: S3Server, prefix: str, recursive: bool = True) -> list[str]:
+    """Keys under ``prefix``; not ``recursive``: the folder's own files and its sub-folders' names."""
+    infos = s3fs(s3).get_file_info(pafs.FileSelector(f"{s3.bucket}/{prefix}", recursive=recursive,
+                                                     allow_not_found=True))
+    return [i.path.split("/", 1)[1] for i in infos if recursive is False or i.type == pafs.FileType.File]
 
 
 # ----------------------------------------------------------------------------- fast: in-process pyarrow
@@ -175,20 +177,23 @@ def test_sweep_on_s3_survives_a_killed_driver_and_reports(s3_server: S3Server, r
     env = clean_env(**s3.env(), RAY_TMPDIR=str(ray_tmp), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     runs = s3.uri("runs")
     log = ray_tmp / "first-run.log"  # a file, not a pipe nobody reads while we poll
-    # confirm.epochs=3: a confirm phase long enough for the poll below to catch it running
-    p = subprocess.Popen([sys.executable, "-m", "sslsweep.cli", "sweep", *SWEEP, "confirm.epochs=3",
+    # confirm.epochs=8: a confirm phase long enough for the poll below to catch it running; the poll
+    # lists only the tops of folders (not every checkpoint under runs/), so one round stays short
+    p = subprocess.Popen([sys.executable, "-m", "sslsweep.cli", "sweep", *SWEEP, "confirm.epochs=8",
                           f"dataset.path={s3.uri('data', 'digits')}", f"storage={runs}"],
                          env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     sweep_id = None
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and p.poll() is None:
-            ids = {k.split("/")[1] for k in listing(s3, "runs") if k.endswith("/manifest.json")}
-            if ids:
-                sweep_id = ids.pop()
+            if sweep_id is None:
+                ids = [k.split("/")[1] for k in listing(s3, "runs", recursive=False) if k.count("/") == 1]
+                sweep_id = next((i for i in ids if _has(s3, f"runs/{i}/manifest.json")), None)
+            if sweep_id is not None:
                 m = get_json(s3, f"runs/{sweep_id}/manifest.json") or {}
                 if set(m.get("progress", {}).get("searched", [])) == {"none", "rotation"} and any(
-                        "/experiment_state" in k for k in listing(s3, f"runs/{sweep_id}/tune/confirm-rotation")):
+                        "/experiment_state" in k
+                        for k in listing(s3, f"runs/{sweep_id}/tune/confirm-rotation", recursive=False)):
                     break  # in rotation's confirm, once Tune has saved its experiment state there
             time.sleep(0.3)
         assert p.poll() is None and sweep_id is not None, log.read_text()[-4000:]
