@@ -55,6 +55,7 @@ import json
 import math
 import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -312,6 +313,10 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
     out["timeline_busy_slots"] = timeline
     out["utilization_per_tenth"] = deciles
     out["max_busy_slots"] = max_overlap(work)
+    # trial processes started (one per Ray actor; a reused actor runs several trials in one process):
+    # each imports Ray Tune and torch, which on a small machine is most of the start-up
+    out["actor_processes"] = {k: len({t["pid"] for t in trials if t["kind"] == k}) for k in ("search", "confirm")}
+    out["actor_processes"]["all"] = len({t["pid"] for t in trials})
     out["max_held_slots"] = max_overlap(held) if held else None
     out["first_work_s"] = rnd(first - t0, 2)
     # What no scheduler could beat on this run's workload (the trials ASHA let run this long): the
@@ -411,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--table", nargs="+", type=Path, default=None,
                    help="print saved results (JSON files of earlier runs) side by side and exit")
     p.add_argument("--smoke", action="store_true", help="1 method x 2 trials of 2 short epochs on 2 slots")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="copy the trials' records and the sweep's manifest to this folder (for a closer look)")
     args = p.parse_args(argv)
     if args.table:
         results = [json.loads(f.read_text().strip().splitlines()[-1]) for f in args.table]
@@ -470,6 +477,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   if f.name.startswith(("search-", "confirm-"))]
         tune_marks = [json.loads(f.read_text()) for f in stamps.glob("tune-*.json")]
         table = pd.read_parquet(Path(uri) / "trials.parquet")
+        if args.keep:
+            shutil.copytree(stamps, args.keep / "stamps", dirs_exist_ok=True)
+            shutil.copy(Path(uri) / "manifest.json", args.keep / "manifest.json")
+            (args.keep / "t0.txt").write_text(repr(t0))
         budget = pd.read_parquet(Path(uri) / "budget.parquet")
     faked = {t["trial_id"] for t in trials if t["kind"] == "search"}
     unfaked = sorted(set(table["trial_id"].astype(str)) - faked)
@@ -504,6 +515,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  ceiling of any scheduler on this workload, without start-up: {c['utilization']:.3f} ({c['work_slot_s']:.0f} "
           f"slot-s of work = {c['work_per_slot_s']:.1f} s per slot; longest search -> confirm chain of one method "
           f"{c['longest_chain_s']:.1f} s)", flush=True)
+    print(f"  trial processes (Ray actors) started: {a['actor_processes']}", flush=True)
     print(f"  first work {a['first_work_s']:.1f} s after run_sweep; max busy slots {a['max_busy_slots']} "
           f"(held {a['max_held_slots']}); bound of a sequential search: {min(args.num_samples, args.slots)}/"
           f"{args.slots} = {min(args.num_samples, args.slots) / args.slots:.3f}", flush=True)

@@ -332,23 +332,30 @@ class LrChoice:
 
 def choose_finetune_lr(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
                        lrs: tuple[float, ...], steps_for: Callable[[int], int], cfg: FinetuneConfig, *, seed: int,
-                       autocast: bool = False, holdout: float = 0.2) -> LrChoice:
+                       autocast: bool = False, holdout: float = 0.2, device: torch.device | None = None) -> LrChoice:
     """Choose the fine-tune lr from ``lrs`` on the labelled subset alone (no validation or test label).
 
     The subset is split by :func:`holdout_split`; each lr fine-tunes on the fit part
     (``steps_for(len(fit))`` steps) and is scored on the held-out part; the best held-out accuracy
     wins, ties going to the lr nearest the grid's middle value, then to the smaller. With one lr, or
     no held-out part (no class with 2 labels), the grid's middle value is taken and
-    ``chosen`` is False."""
+    ``chosen`` is False. ``images`` and ``device`` as for :func:`finetune` (the subset may stay in
+    host memory)."""
     lrs = tuple(float(v) for v in lrs)
     middle = lrs[len(lrs) // 2]
     split = holdout_split(labels.cpu().numpy(), seed=seed, fraction=holdout) if len(lrs) > 1 else None
     if split is None:
         return LrChoice(middle, False, {})
-    fit, held = (torch.as_tensor(a, device=images.device) for a in split)
+    fit, held = (torch.as_tensor(a) for a in split)
     steps = steps_for(len(fit))
-    scores = {lr: finetune(encoder, num_classes, images[fit], labels[fit], {"heldout": (images[held], labels[held])},
-                           replace(cfg, lr=lr, steps=steps), seed=seed, autocast=autocast)["heldout"] for lr in lrs}
+
+    def held_out() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # a batch at a time, never a copy of the part
+        for i in range(0, len(held), 512):
+            part = held[i:i + 512]
+            yield images[part.to(images.device)], labels[part.to(labels.device)]
+
+    scores = {lr: finetune(encoder, num_classes, images, labels, {"heldout": held_out}, replace(cfg, lr=lr, steps=steps),
+                           seed=seed, autocast=autocast, rows=fit, device=device)["heldout"] for lr in lrs}
     best = max(range(len(lrs)), key=lambda i: (scores[lrs[i]], -abs(i - len(lrs) // 2), -lrs[i]))
     return LrChoice(lrs[best], True, scores)
 
@@ -368,8 +375,8 @@ def _eval_batches(data: EvalSet, batch_size: int = 512) -> Iterator[tuple[torch.
 
 
 def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
-             evals: dict[str, EvalSet], cfg: FinetuneConfig, *, seed: int,
-             autocast: bool = False) -> dict[str, float]:
+             evals: dict[str, EvalSet], cfg: FinetuneConfig, *, seed: int, autocast: bool = False,
+             rows: torch.Tensor | None = None, device: torch.device | None = None) -> dict[str, float]:
     """Fine-tune a copy of the encoder with a new linear head on the labeled images.
 
     ``cfg.steps`` SGD steps (cosine schedule; the confirm phase sets them per budget with
@@ -383,24 +390,32 @@ def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels:
     larger features (SimCLR's: mean norm ~5 against ~0.5 at random init, on digits) made the
     same SGD steps fall well short: 87.5% vs 98.1% test accuracy at 100% of labels.
 
+    ``images`` may stay in host memory (a label budget's subset under ``host`` or ``stream``
+    residency) while the model trains on ``device`` (default: where ``images`` are): each batch is
+    copied there, so the device holds a batch, never the subset. ``rows`` (default: all) are the
+    positions of ``images`` to train on; the draws are those of ``images[rows]``, without the copy.
+
     Returns:
         accuracy on each named evaluation set (tensors, or a function giving batches: :data:`EvalSet`).
     """
-    device = images.device
+    device = images.device if device is None else torch.device(device)
+    rows = torch.arange(len(images)) if rows is None else torch.as_tensor(rows).cpu()
     with torch.random.fork_rng(devices=[]):  # the head's init from ``seed``, not from whatever ran before
         torch.manual_seed(seed)
         head = nn.Sequential(nn.BatchNorm1d(encoder.out_dim, affine=False), nn.Linear(encoder.out_dim, num_classes))
     net = nn.Sequential(copy.deepcopy(encoder), head).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    bs = min(cfg.batch_size, len(images))
+    bs = min(cfg.batch_size, len(rows))
     net.train()
     for step in range(cfg.steps):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        idx = torch.randint(len(images), (bs,), generator=gen).to(device)
+        pick = rows[torch.randint(len(rows), (bs,), generator=gen)]
+        x = images[pick.to(images.device)].to(device, non_blocking=True)
+        y = labels[pick.to(labels.device)].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = F.cross_entropy(net(to_float(images[idx])), labels[idx])
+            loss = F.cross_entropy(net(to_float(x)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -410,6 +425,7 @@ def finetune(encoder: nn.Module, num_classes: int, images: torch.Tensor, labels:
         for name, data in evals.items():
             correct = total = 0
             for x, y in _eval_batches(data):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     correct += (net(to_float(x)).argmax(1) == y).sum().item()
                 total += len(y)

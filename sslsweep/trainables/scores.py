@@ -157,11 +157,12 @@ def evaluate_budgets(encoder: Encoder, dd: DeviceData, cfg: ConfirmConfig, datas
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="linear", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0))
         t0 = time.perf_counter()  # the finetune row's time includes choosing its lr
-        sub_x, sub_y = dd.materialize(sub)
+        sub_x, sub_y = dd.materialize(sub)  # under host / stream in host memory: a batch at a time on the device
         choice = choose_finetune_lr(encoder, data.num_classes, sub_x, sub_y, cfg.finetune_lrs, steps_for, ft_cfg,
-                                    seed=seed, autocast=runtime.autocast)  # reads only the budget's labels
+                                    seed=seed, autocast=runtime.autocast, device=dd.device)  # reads only the budget's labels
         acc = finetune(encoder, data.num_classes, sub_x, sub_y, evals,
-                       replace(ft_cfg, lr=choice.lr, steps=steps_for(len(sub))), seed=seed, autocast=runtime.autocast)
+                       replace(ft_cfg, lr=choice.lr, steps=steps_for(len(sub))), seed=seed, autocast=runtime.autocast,
+                       device=dd.device)
         rows.append(dict(budget_kind=kind, budget=value, n_labels=len(sub), protocol="finetune", selection=selection,
                          val_acc=acc["val"], test_acc=acc["test"], eval_time_s=time.perf_counter() - t0,
                          finetune_lr=choice.lr, finetune_lr_chosen=choice.chosen))

@@ -410,14 +410,16 @@ class DeviceData:
                 yield self.images[self.idx(part)], self.labels[self.idx(part)]  # type: ignore[index]
 
     def materialize(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) of ``indices`` on the device, whole: a label budget's subset, which
-        fine-tuning draws random batches from. Under ``stream`` read whole (centre crops), less
-        skipped images."""
+        """(images, labels) of ``indices``, whole: a label budget's subset, which fine-tuning draws
+        random batches from. The images stay where the residency keeps them: on the device under
+        ``device``, in host memory under ``host`` and ``stream`` (read whole as centre crops, less
+        skipped images), from where fine-tuning copies one batch at a time to the device
+        (10% of 1M images at 224 px is 15 GB); the labels are on the device."""
         if self.residency == "stream":
             images, kept = self.reader.materialize(indices)  # type: ignore[union-attr]
-            return _to_device(images, self.device), self.labels[self.idx(np.asarray(indices)[kept])]
+            return torch.from_numpy(images), self.labels[self.idx(np.asarray(indices)[kept])]
         if self.residency == "host":
-            return self.images[torch.tensor(indices)].to(self.device), self.labels[self.idx(indices)]  # type: ignore[index]
+            return self.images[torch.tensor(indices)], self.labels[self.idx(indices)]  # type: ignore[index]
         return self.images[self.idx(indices)], self.labels[self.idx(indices)]  # type: ignore[index]
 
 

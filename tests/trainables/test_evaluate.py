@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -74,6 +75,30 @@ def test_finetune_depends_on_its_seed_not_on_what_ran_before() -> None:
     assert torch.equal(torch.random.get_rng_state(), before) and batched == results[0]
 
 
+def test_finetune_on_rows_of_a_set_is_finetune_on_their_copy() -> None:
+    """Fine-tuning on ``rows`` of a (host) set draws the same batches as fine-tuning on the copy
+    ``images[rows]``: the same accuracies to the bit, so a budget's subset can stay in host memory
+    and reach the device a batch at a time; the lr choice, which fine-tunes on rows of the subset
+    and scores the held-out rows a batch at a time, equals fine-tuning on explicit copies."""
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig("small_cnn", 4), 1)
+    x, y = _toy(96, 0)
+    xt, yt = _toy(100, 1)
+    cfg = FinetuneConfig(steps=6, lr=0.05, batch_size=16)
+    rows = torch.tensor([5, 9, 10, 11, 40, 41, 42, 60, 61, 62, 63, 90])
+    on_rows = finetune(enc, 4, x, y, {"test": (xt, yt)}, cfg, seed=3, rows=rows, device=torch.device("cpu"))
+    on_copy = finetune(enc, 4, x[rows], y[rows], {"test": (xt, yt)}, cfg, seed=3)
+    assert on_rows == on_copy
+    assert on_rows != finetune(enc, 4, x, y, {"test": (xt, yt)}, cfg, seed=3)  # rows were honoured
+
+    lrs = (0.003, 0.05, 0.5)
+    choice = choose_finetune_lr(enc, 4, x, y, lrs, lambda n: 4, cfg, seed=1, device=torch.device("cpu"))
+    fit, held = holdout_split(y.numpy(), seed=1)
+    expected = {lr: finetune(enc, 4, x[fit], y[fit], {"heldout": (x[held], y[held])}, replace(cfg, lr=lr, steps=4),
+                             seed=1)["heldout"] for lr in lrs}
+    assert choice.chosen and choice.heldout_acc == expected
+
+
 # ----------------------------------------------------------------------------- length and lr per budget
 
 
@@ -104,11 +129,17 @@ def test_holdout_split_is_stratified_seeded_and_needs_two_labels_per_class() -> 
     assert holdout_split(np.array([0, 1, 2]), seed=0) is None  # 1 label per class: nothing to hold out
 
 
+def _batches(e: object) -> list:
+    return list(e()) if callable(e) else [e]
+
+
 def _predicts_class_of_lr(lrs: tuple[float, ...], calls: list) -> object:
     """A stand-in for finetune whose model predicts class i for the i-th lr of the grid."""
-    def fake(encoder, num_classes, images, labels, evals, cfg, *, seed, autocast=False):
-        calls.append((labels.clone(), {k: y.clone() for k, (_, y) in evals.items()}))
-        return {k: float((y == lrs.index(cfg.lr)).float().mean()) for k, (_, y) in evals.items()}
+    def fake(encoder, num_classes, images, labels, evals, cfg, *, seed, autocast=False, rows=None, device=None):
+        fit_y = labels if rows is None else labels[rows]
+        held = {k: torch.cat([y for _, y in _batches(e)]) for k, e in evals.items()}
+        calls.append((fit_y.clone(), held))
+        return {k: float((y == lrs.index(cfg.lr)).float().mean()) for k, y in held.items()}
     return fake
 
 

@@ -51,7 +51,9 @@ def test_finetune_lr_is_chosen_from_the_grid_on_the_budgets_labels_only(monkeypa
     real = evaluate_mod.finetune
 
     def spy(encoder, num_classes, images, labels, evals, cfg, **kw):  # type: ignore[no-untyped-def]
-        seen.append((len(labels), set(evals), sum(len(y) for _, y in evals.values())))
+        fit = labels if kw.get("rows") is None else labels[kw["rows"]]
+        held = sum(len(y) for e in evals.values() for _, y in (e() if callable(e) else [e]))
+        seen.append((len(fit), set(evals), held))
         return real(encoder, num_classes, images, labels, evals, cfg, **kw)
 
     monkeypatch.setattr(evaluate_mod, "finetune", spy)
