@@ -28,6 +28,12 @@ fails (a design that builds its trainables in another process would run the real
   or error (a driver callback added to ``sslsweep.search.tuner.run_config``), i.e. the slots Tune
   had given to trials, whether or not they were working.
 * **timeline**: mean busy slots per ``--bin-s`` seconds, and utilization per tenth of the sweep.
+* **emulated GPUs** (``--gpus K``): a local Ray with K logical GPUs and ``resources.gpu=1/--per-gpu``;
+  per GPU, the share of time at least one of its trials was working. That is what nvidia-smi's
+  utilization reports for a GPU that fractional trials share (a kernel running or not), the
+  measure of the issue's GPU target (mean >= 85% after start-up); the sleeping trials leave out
+  what a real GPU adds (a trial alone may not fill it; CUDA start-up), so it is the scheduler's
+  share of that target, not a GPU measurement.
 * **ceiling**: work / (slots x max(work / slots, the longest search -> confirm chain of one
   method)), on the run's own workload: no scheduler does better, even with free start-up.
 
@@ -44,6 +50,7 @@ side by side without running anything.
     python benchmarks/utilization.py --repo /tmp/before --label before --json utilization-before.json
     python benchmarks/utilization.py --table before.json after.json
     python benchmarks/utilization.py --smoke                  # 1 method x 2 short trials on 2 slots
+    python benchmarks/utilization.py --gpus 1 --per-gpu 4     # one emulated GPU shared by 4 trials
 """
 
 from __future__ import annotations
@@ -105,7 +112,8 @@ def _begin(kind: str, method: str) -> tuple[dict[str, Any], Path]:
 
     tid = tune.get_context().get_trial_id()
     rec = {"kind": kind, "method": method, "trial_id": tid, "entry": time.time(), "work": [], "reports": [],
-           "pid": os.getpid(), "sslsweep": str(Path(sslsweep.__file__).resolve().parent)}
+           "pid": os.getpid(), "sslsweep": str(Path(sslsweep.__file__).resolve().parent),
+           "gpus": [str(g) for g in ray.get_gpu_ids()]}  # the logical GPUs Ray gave the trial (--gpus)
     path = Path(FAKE["stamps"]) / f"{kind}-{tid}-{os.getpid()}-{time.time_ns()}.json"
     _write(path, rec)
     return rec, path
@@ -285,6 +293,35 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
+def union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The intervals merged where they overlap: when at least one of them was running."""
+    merged: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def device_busy(trials: list[dict[str, Any]], devices: list[str], t0: float, first: float, end: float,
+                bin_s: float) -> dict[str, Any]:
+    """``--gpus``: per logical GPU, the share of time at least one of its trials was working - what
+    nvidia-smi's utilization reports for a GPU shared by fractional trials (a kernel running or
+    not) - over the sweep and after start-up (from the first work anywhere); the mean over GPUs;
+    and the timeline of busy GPUs."""
+    busy = {g: union([(a, b) for t in trials if g in t.get("gpus", []) for a, b in t["work"]]) for g in devices}
+    out: dict[str, Any] = {"count": len(devices)}
+    for name, lo in (("sweep", t0), ("after_startup", first)):
+        per = {g: busy_in(iv, lo, end) / (end - lo) for g, iv in busy.items()}
+        out[name] = {"mean": round(sum(per.values()) / len(per), 3), "per_gpu": {g: round(v, 3) for g, v in per.items()}}
+    every = [iv for g in devices for iv in busy[g]]
+    n_bins = max(1, int((end - t0) // bin_s + (1 if (end - t0) % bin_s else 0)))
+    out["timeline_busy_gpus"] = [rnd(busy_in(every, t0 + i * bin_s, min(end, t0 + (i + 1) * bin_s)) / bin_s, 2)
+                                 for i in range(n_bins)]
+    return out
+
+
 def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float, slots: int,
             bin_s: float) -> dict[str, Any]:
     held = [(m["start"], m["end"]) for m in marks if "start" in m and "end" in m]
@@ -312,6 +349,9 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
     out["timeline_bin_s"] = bin_s
     out["timeline_busy_slots"] = timeline
     out["utilization_per_tenth"] = deciles
+    devices = sorted({g for t in trials for g in t.get("gpus", [])})
+    if devices:
+        out["devices"] = device_busy(trials, devices, t0, first, end, bin_s)
     out["max_busy_slots"] = max_overlap(work)
     # trial processes started (one per Ray actor; a reused actor runs several trials in one process):
     # each imports Ray Tune and torch, which on a small machine is most of the start-up
@@ -402,6 +442,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repo", type=Path, default=None, help="checkout whose sslsweep runs the sweep (default: this one)")
     p.add_argument("--label", default="", help="name of this run in the table (e.g. before, after)")
     p.add_argument("--slots", type=int, default=12, help="logical CPUs of the local Ray = trial slots (default 12)")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="emulate GPUs: a local Ray with this many logical GPUs, --per-gpu trials on each "
+                        "(resources.gpu=1/per-gpu; slots = gpus x per-gpu) and each GPU's busy share reported")
+    p.add_argument("--per-gpu", type=int, default=4, help="trials per logical GPU with --gpus (default 4)")
     p.add_argument("--methods", nargs="+", default=["simclr", "rotation", "byol"])
     p.add_argument("--num-samples", type=int, default=8, help="search trials per method (default 8)")
     p.add_argument("--max-epochs", type=int, default=8, help="search.max_epochs (default 8)")
@@ -427,6 +471,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.slots, args.methods, args.num_samples, args.max_epochs = 2, ["rotation"], 2, 2
         args.grace_period, args.reduction_factor, args.confirm_seeds = 1, 2, 1
         args.epoch_s, args.eval_s, args.bin_s = 0.3, 0.3, 1.0
+    if args.gpus:
+        args.slots = args.gpus * args.per_gpu
     repo = (args.repo or Path(__file__).resolve().parents[1]).resolve()
     use_repo(repo)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -438,7 +484,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from sslsweep.search.manifest import git_commit
 
     patched = patch_trials()
-    overrides = [f"method=[{','.join(args.methods)}]", "dataset=digits", "resources.cpu=1", "resources.gpu=0",
+    res = [f"resources.gpu={1 / args.per_gpu:g}", "resources.cpu=1"] if args.gpus else ["resources.cpu=1",
+                                                                                         "resources.gpu=0"]
+    overrides = [f"method=[{','.join(args.methods)}]", "dataset=digits", *res,
                  f"search.num_samples={args.num_samples}", f"search.max_epochs={args.max_epochs}",
                  f"search.grace_period={args.grace_period}", f"search.reduction_factor={args.reduction_factor}",
                  "search.max_concurrent=0", "search.eval_every=1", f"confirm.seeds={args.confirm_seeds}",
@@ -463,7 +511,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{args.slots} slots (logical CPUs), resources.cpu=1; fake epoch {args.epoch_s} s, evaluation "
               f"{args.eval_s} s; patched {patched}; Tune clock {'on' if clock else 'not installed'}", flush=True)
         t = time.time()
-        ray.init(address="local", num_cpus=args.slots, num_gpus=0, include_dashboard=False, configure_logging=False,
+        ray.init(address="local", num_cpus=args.slots, num_gpus=args.gpus, include_dashboard=False, configure_logging=False,
                  log_to_driver=False, object_store_memory=300 * 1024 * 1024)
         ray_init_s = time.time() - t
         try:
@@ -522,10 +570,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  busy slots per {args.bin_s:g} s: " + " ".join(f"{x:g}" for x in a["timeline_busy_slots"]), flush=True)
     print("  utilization per tenth of the sweep: " + " ".join(f"{x:.2f}" for x in a["utilization_per_tenth"]),
           flush=True)
+    if a.get("devices"):
+        d = a["devices"]
+        print(f"  emulated GPUs ({d['count']} x {args.per_gpu} trials): busy share (at least one trial working) over "
+              f"the sweep {d['sweep']['mean']:.3f}, after start-up {d['after_startup']['mean']:.3f} "
+              f"(per GPU {d['after_startup']['per_gpu']}); GPU target >= 0.85 after start-up: "
+              f"{'met' if d['after_startup']['mean'] >= 0.85 else 'NOT met'}", flush=True)
+        print(f"  busy GPUs per {args.bin_s:g} s: " + " ".join(f"{x:g}" for x in d["timeline_busy_gpus"]), flush=True)
     met = a["sweep"]["utilization"] >= 0.85
     print(f"target >= 0.85 over the sweep: {'met' if met else 'NOT met'} ({a['sweep']['utilization']:.3f})", flush=True)
     return emit({"benchmark": "utilization", "date": now(), **hw, "label": args.label, "repo": str(repo),
-                 "git_commit": commit, "sweep_py_sha256": sweep_sha, "methods": args.methods, "slots": args.slots, "num_samples": args.num_samples,
+                 "git_commit": commit, "sweep_py_sha256": sweep_sha, "methods": args.methods, "slots": args.slots,
+                 "gpus": args.gpus, "per_gpu": args.per_gpu if args.gpus else None, "num_samples": args.num_samples,
                  "max_epochs": args.max_epochs, "grace_period": args.grace_period,
                  "reduction_factor": args.reduction_factor, "confirm_seeds": args.confirm_seeds,
                  "epoch_s": args.epoch_s, "eval_s": args.eval_s, "overrides": overrides,

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
@@ -318,12 +319,24 @@ def choose_residency(data: Prepared, device: torch.device, gpu_share: float) -> 
     return "host"
 
 
+def shared_tensor(images: np.ndarray) -> torch.Tensor:
+    """``images`` as a host tensor without a copy. In a trial they come from Ray's object store
+    (``tune.with_parameters``), read-only and shared by every trial of the node: the trials of a
+    node then hold one copy of the pool between them, not one each. Nothing writes to the pool
+    (batches are gathered into new tensors), so PyTorch's warning about a non-writable array is
+    silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(images)
+
+
 @dataclass
 class DeviceData:
     """The prepared data as one trial holds it, by residency (:mod:`sslsweep.data.residency`):
 
     - ``device``: ``images`` on the device, moved once per trial (uint8: a quarter of float32).
-    - ``host``: ``images`` in host memory (pinned on CUDA), batches moved per step.
+    - ``host``: ``images`` in host memory, shared with Ray's object store (:func:`shared_tensor`),
+      batches moved per step through pinned buffers. On a CPU trial ``device`` shares them too.
     - ``stream``: no ``images``; ``reader`` reads them from the shards.
 
     ``labels`` are on the device in every case (N int64: small)."""
@@ -346,10 +359,10 @@ class DeviceData:
             return DeviceData(None, labels, data, residency, reader, device)
         if data.images is None:
             raise ValueError(f"dataset.residency = {residency!r}: the prepared data was streamed, not decoded")
-        if residency == "host":
-            # arrays from Ray's object store are read-only: copied once into torch-owned (pinned) memory
-            host = torch.tensor(data.images)
-            return DeviceData(host.pin_memory() if device.type == "cuda" else host, labels, data, residency, None, device)
+        if residency == "host":  # batches go through pinned staging buffers (HostPool): the pool needs no pinning
+            return DeviceData(shared_tensor(data.images), labels, data, residency, None, device)
+        if device.type == "cpu":
+            return DeviceData(shared_tensor(data.images), labels, data)
         return DeviceData(torch.tensor(data.images, device=device), labels, data)
 
     @property

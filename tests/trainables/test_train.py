@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -205,6 +206,26 @@ def test_host_residency_trains_exactly_like_device_residency() -> None:
         assert (dd.images.device.type, dd.residency) == ("cpu", residency)
         losses[residency] = [train_one_epoch(pre, dd.pool()).loss for _ in range(2)]
     assert losses["host"] == pytest.approx(losses["device"], rel=1e-6)
+
+
+@pytest.mark.parametrize("residency", ["host", "device"])
+def test_a_trial_shares_the_pool_it_got_from_the_object_store(residency: str) -> None:
+    """On the host (``host``, and ``device`` on a CPU trial) a trial uses the array it was handed
+    without copying it: Ray's object store gives every trial of a node the same read-only array,
+    so the node holds one copy of the pool, not one per trial. No warning about the read-only
+    array is raised, the array is never written, and an epoch trains."""
+    data = tiny_data()
+    images = data.images.copy()
+    images.setflags(write=False)  # as ray.get returns it
+    data = replace(data, images=images)
+    pre = make_pretrainer("simclr", HP, data, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dd = DeviceData.put(data, CPU.device, residency)
+    assert np.shares_memory(dd.images.numpy(), images)
+    before = images.copy()
+    assert np.isfinite(train_one_epoch(pre, dd.pool()).loss)
+    assert np.array_equal(images, before)
 
 
 def test_stream_residency_scores_like_memory_and_trains(tmp_path: Path, cache_dir: Path) -> None:
