@@ -115,3 +115,7 @@ HP_RULES: dict[str, tuple[Check, str]] = {
 # (:meth:`PretextTask.on_epoch_start`), by method: (hyperparameter, the value that needs it).
 # Under ``dataset.residency`` host or stream the pool is never on the device at once: refused.
 NEEDS_DEVICE_POOL: dict[str, tuple[str, str]] = {"exemplar": ("surrogate", "cluster")}
+
+# torchvision weights that load by name (``encoder.weights=<Enum>.<NAME>``), by enum: the encoder
+# they fit. The encoder must be torchvision's own network, i.e. width 64.
+TORCHVISION_WEIGHTS: dict[str, str] = {"ResNet18_Weights": "resnet18", "ResNet50_Weights": "resnet50"}

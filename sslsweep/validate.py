@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sslsweep.data.residency import RESIDENCIES, gpu_memory, plan_residency
-from sslsweep.rules import HP_RULES, NEEDS_DEVICE_POOL, is_int, is_num, require
+from sslsweep.rules import HP_RULES, NEEDS_DEVICE_POOL, TORCHVISION_WEIGHTS, is_int, is_num, require
 from sslsweep.schema import SELECTION_RULES, SELECTIONS
 from sslsweep.storage import check_scheme, local_path, scheme
 from sslsweep.trainables.tasks import TASKS
@@ -193,11 +193,13 @@ def _check_encoder(cfg: SweepConfig) -> None:
                 "encoder.weights=ResNet18_Weights.IMAGENET1K_V1, or encoder.weights=/path/to/file.pt")
     if e.weights is not None:
         if re.fullmatch(r"\w+_Weights\.\w+", str(e.weights)):
-            require(str(e.weights).startswith("ResNet18_Weights."), "encoder.weights", e.weights,
-                    "only torchvision ResNet18_Weights.* load by name; for encoder=resnet50 save torchvision's "
-                    "ResNet-50 state dict to a file and give encoder.weights=/path/to/file.pt")
-            require(e.name == "resnet18" and e.width == 64, "encoder.weights", e.weights,
-                    "torchvision ResNet-18 weights need encoder=resnet18 with encoder.width=64")
+            enum = str(e.weights).split(".")[0]
+            require(enum in TORCHVISION_WEIGHTS, "encoder.weights", e.weights,
+                    f"only torchvision {', '.join(f'{k}.*' for k in TORCHVISION_WEIGHTS)} load by name; for another "
+                    "network save its state dict to a file and give encoder.weights=/path/to/file.pt")
+            fits = TORCHVISION_WEIGHTS[enum]
+            require(e.name == fits and e.width == 64, "encoder.weights", e.weights,
+                    f"torchvision {enum} need encoder={fits} with encoder.width=64")
         else:
             _check_path_exists("encoder.weights", str(e.weights))
 

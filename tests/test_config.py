@@ -170,7 +170,7 @@ RULES = [
     (["method=[transfer]"], r"encoder.weights = None: method transfer needs pretrained weights"),
     (["method=[transfer]", "encoder.weights=/no/such/weights.pt"], r"encoder.weights = '/no/such/weights.pt': path does not exist"),
     (["method=[transfer]", "encoder.weights=ResNet18_Weights.IMAGENET1K_V1"],
-     r"torchvision ResNet-18 weights need encoder=resnet18 with encoder.width=64"),
+     r"torchvision ResNet18_Weights need encoder=resnet18 with encoder.width=64"),
 ]
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # imported where used: a small-CNN trial skips torchvision's 
     import torchvision
 
 from sslsweep.config import ConfigError, EncoderConfig
+from sslsweep.rules import TORCHVISION_WEIGHTS
 
 
 class Encoder(nn.Module):
@@ -161,7 +162,8 @@ def load_weights(encoder: Encoder, cfg: EncoderConfig) -> None:
     ``cfg.weights`` is either
 
     * torchvision weights by name, e.g. ``ResNet18_Weights.IMAGENET1K_V1`` (needs
-      ``encoder=resnet18``, ``encoder.width=64``), read from the torch hub cache
+      ``encoder=resnet18``, ``encoder.width=64``) or ``ResNet50_Weights.IMAGENET1K_V2``
+      (``encoder=resnet50``; :data:`~sslsweep.rules.TORCHVISION_WEIGHTS`), read from the torch hub cache
       (``$TORCH_HOME/hub/checkpoints/<file>``) or downloaded there; offline and not cached it
       fails naming the file to put there. ImageNet's conv1 (7x7, stride 2, RGB) fits the ImageNet
       stem (images over 64 px) as it is; for the CIFAR stem (3x3, stride 1) it is resized to 3x3
@@ -182,17 +184,20 @@ def load_weights(encoder: Encoder, cfg: EncoderConfig) -> None:
 
 
 def _torchvision_state(spec: str, cfg: EncoderConfig) -> Mapping[str, Any]:
-    if not spec.startswith("ResNet18_Weights."):
-        raise ConfigError("encoder.weights", spec, f"only ResNet18_Weights.* fit an sslsweep encoder; or {_HOW}")
-    if cfg.name != "resnet18" or cfg.width != 64:
-        raise ConfigError("encoder.weights", spec, "torchvision ResNet-18 weights need encoder=resnet18 with "
+    enum = spec.split(".")[0]
+    if enum not in TORCHVISION_WEIGHTS:
+        raise ConfigError("encoder.weights", spec, f"only {', '.join(f'{k}.*' for k in TORCHVISION_WEIGHTS)} fit an "
+                                                   f"sslsweep encoder; or {_HOW}")
+    fits = TORCHVISION_WEIGHTS[enum]
+    if cfg.name != fits or cfg.width != 64:
+        raise ConfigError("encoder.weights", spec, f"torchvision {enum} need encoder={fits} with "
                                                    f"encoder.width=64 (got {cfg.name}, width {cfg.width})")
     import torchvision
 
     try:
         weights = torchvision.models.get_weight(spec)
     except (ValueError, KeyError, AttributeError):
-        raise ConfigError("encoder.weights", spec, "unknown torchvision weights; e.g. ResNet18_Weights.IMAGENET1K_V1"
+        raise ConfigError("encoder.weights", spec, f"unknown torchvision weights; e.g. {enum}.IMAGENET1K_V1"
                                                    f", or {_HOW}") from None
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.exists():

@@ -103,10 +103,42 @@ def test_a_torchvision_resnet50_state_dict_file_loads_into_resnet50(tmp_path: Pa
     assert all(torch.equal(v, own[k]) for k, v in source.items() if not k.startswith("fc."))
 
 
-def test_torchvision_weights_by_name_other_than_resnet18_are_refused_before_ray_starts() -> None:
+@pytest.mark.parametrize("overrides, rule", [
+    (["encoder=resnet50", "encoder.weights=ResNet34_Weights.IMAGENET1K_V1"],
+     r"only torchvision ResNet18_Weights.\*, ResNet50_Weights.\* load by name; .*encoder.weights=/path/to/file.pt$"),
+    (["encoder=resnet18", "encoder.weights=ResNet50_Weights.IMAGENET1K_V2"],
+     r"torchvision ResNet50_Weights need encoder=resnet50 with encoder.width=64$"),
+    (["encoder=resnet50", "encoder.width=8", "encoder.weights=ResNet50_Weights.IMAGENET1K_V2"],
+     r"torchvision ResNet50_Weights need encoder=resnet50 with encoder.width=64$"),
+])
+def test_torchvision_weights_by_name_that_do_not_fit_are_refused_before_ray_starts(overrides: list, rule: str) -> None:
+    """By name only ResNet18_Weights.* and ResNet50_Weights.* load, each into its own network at
+    width 64: anything else is one line naming the key and the rule, at validation."""
+    with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["method=[transfer]", *overrides])
+    with pytest.raises(ConfigError, match=rf"^encoder.weights = '{overrides[-1].split('=')[1]}': {rule}"):
+        from_dictconfig(cfg)
+
+
+def test_torchvision_resnet50_weights_by_name_load_from_the_hub_cache(tmp_path: Path, monkeypatch) -> None:
+    """``encoder=resnet50 encoder.weights=ResNet50_Weights.IMAGENET1K_V2`` reads torchvision's file
+    from the torch hub cache (no network) into the ImageNet-stem encoder (224 px, RGB) unchanged:
+    every tensor but fc is torchvision's; the validation accepts the pair."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_network)
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet50(weights=None).state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(imagenet, cache / Path(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url).name)
+    enc = build_encoder(EncoderConfig("resnet50", 64, weights="ResNet50_Weights.IMAGENET1K_V2"), 3, 224)
+    own = enc.backbone.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in imagenet.items() if not k.startswith("fc."))
     with initialize_config_module(config_module="sslsweep.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["method=[transfer]", "encoder=resnet50",
                                                        "encoder.weights=ResNet50_Weights.IMAGENET1K_V2"])
-    with pytest.raises(ConfigError, match=r"^encoder.weights = 'ResNet50_Weights.IMAGENET1K_V2': only torchvision "
-                                          r"ResNet18_Weights.\* load by name; .*encoder.weights=/path/to/file.pt$"):
-        from_dictconfig(cfg)
+    assert from_dictconfig(cfg).encoder.weights == "ResNet50_Weights.IMAGENET1K_V2"
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("the weights were cached: nothing may be downloaded")

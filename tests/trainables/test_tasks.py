@@ -472,7 +472,8 @@ def test_offline_without_cached_weights_fails_naming_what_to_provide(tmp_path: P
 
 @pytest.mark.parametrize("cfg, rule", [
     (EncoderConfig("small_cnn", 8, weights="ResNet18_Weights.IMAGENET1K_V1"), "need encoder=resnet18 with encoder.width"),
-    (EncoderConfig("resnet18", 64, weights="ResNet50_Weights.IMAGENET1K_V2"), "only ResNet18_Weights"),
+    (EncoderConfig("resnet18", 64, weights="ResNet50_Weights.IMAGENET1K_V2"), "need encoder=resnet50 with encoder.width"),
+    (EncoderConfig("resnet18", 64, weights="ResNet34_Weights.IMAGENET1K_V1"), "only ResNet18_Weights"),
     (EncoderConfig("resnet18", 64, weights="ResNet18_Weights.NOPE"), "unknown torchvision weights"),
     (EncoderConfig("small_cnn", 8, weights="/no/such/file.pt"), "no such file"),
 ])

@@ -13,7 +13,8 @@ class Transfer(PretextTask):
     The weights come from ``encoder.weights`` and are loaded when the encoder is built
     (:func:`sslsweep.trainables.encoders.build_encoder`): either torchvision weights by name,
     ``ResNet18_Weights.IMAGENET1K_V1`` (with ``encoder=resnet18 encoder.width=64``; the 7x7 ImageNet
-    conv1 is resized to the CIFAR stem's 3x3, summed over colour channels for grey images), or a
+    conv1 is resized to the CIFAR stem's 3x3, summed over colour channels for grey images) or
+    ``ResNet50_Weights.IMAGENET1K_V2`` (with ``encoder=resnet50``, at 96-224 px), or a
     checkpoint file, ``encoder.weights=/path/to/file.pt``: an encoder state dict or an sslsweep
     trial checkpoint (``state.pt``). Registered with ``pretrains=False``: like ``none`` it has no
     search space and runs one search trial; linear probe = frozen transfer, fine-tuning = the usual
