@@ -1,8 +1,9 @@
-"""Benchmark - start-up: Ray started while the data is decoded, against one after the other (issue 13).
+"""Benchmark - start-up: what starting Ray while the data is decoded would save (issue 13).
 
-``Sweep.run`` starts Ray in the main thread while another thread prepares the data (decoding it,
-or reading the decode cache). Before, it prepared the data and then started Ray. This measures
-both orders with the project's own steps, ``sslsweep.data.prepare`` (cold decode cache) and
+``Sweep.run`` prepares the data (decoding it, or reading the decode cache) and then starts Ray, so
+data that does not decode fails with Ray never started (docs/concurrency.md: why it stays so).
+This measures that order against the overlapped one (Ray started in the main thread while a
+thread prepares the data) with the project's own steps, ``sslsweep.data.prepare`` (cold decode cache) and
 ``sslsweep.search.ray_init.init_ray`` (a new local Ray), each run in a fresh process, the two
 orders alternating: seconds from the first step to both being ready, medians over ``--repeats``.
 
@@ -47,7 +48,7 @@ def child(order: str, path: str, image_column: str, size: int) -> dict[str, floa
         init_ray()
         ray_s = time.perf_counter() - t0
     else:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # as Sweep.run does
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the alternative
             prepared = pool.submit(prepare, cfg)
             init_ray()
             ray_s = time.perf_counter() - t0

@@ -12,7 +12,6 @@ and the Optuna studies keep their history in their journal files (:mod:`sslsweep
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
@@ -110,13 +109,9 @@ class Sweep:
     def run(self) -> str:
         """Run every stage not yet done; returns the sweep's URI."""
         reset_first_events()
-        # Ray starts while the data is decoded (issue 13's start-up): both take seconds, and neither
-        # needs the other until the trials are built
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sslsweep prepare") as pool:
-            prepared = pool.submit(self._prepare)
-            init_ray()
-            self.to_ray_s = time.time() - self.started
-            data = prepared.result()
+        data = self._prepare()  # before Ray: data that fails to decode fails with Ray never started
+        init_ray()
+        self.to_ray_s = time.time() - self.started
         try:
             check_storage_shared(self.st)  # multi-node: every node must see the sweep directory
         except ConfigError:
