@@ -311,7 +311,8 @@ def device_busy(trials: list[dict[str, Any]], devices: list[str], t0: float, fir
     not) - over the sweep and after start-up (from the first work anywhere); the mean over GPUs;
     and the timeline of busy GPUs."""
     busy = {g: union([(a, b) for t in trials if g in t.get("gpus", []) for a, b in t["work"]]) for g in devices}
-    out: dict[str, Any] = {"count": len(devices)}
+    out: dict[str, Any] = {"count": len(devices),
+                           "trials_without_gpu": sum(1 for t in trials if not t.get("gpus"))}
     for name, lo in (("sweep", t0), ("after_startup", first)):
         per = {g: busy_in(iv, lo, end) / (end - lo) for g, iv in busy.items()}
         out[name] = {"mean": round(sum(per.values()) / len(per), 3), "per_gpu": {g: round(v, 3) for g, v in per.items()}}

@@ -7,7 +7,7 @@ stage) and the task registry alike. Nothing here imports another sslsweep module
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 Check = Callable[[Any], bool]
 
@@ -115,6 +115,13 @@ HP_RULES: dict[str, tuple[Check, str]] = {
 # (:meth:`PretextTask.on_epoch_start`), by method: (hyperparameter, the value that needs it).
 # Under ``dataset.residency`` host or stream the pool is never on the device at once: refused.
 NEEDS_DEVICE_POOL: dict[str, tuple[str, str]] = {"exemplar": ("surrogate", "cluster")}
+
+
+def needs_device_pool(method: str, hp: Mapping[str, Any]) -> bool:
+    """Whether ``method`` with hyperparameters ``hp`` needs the whole pool as one tensor at every
+    epoch start (:data:`NEEDS_DEVICE_POOL`)."""
+    need = NEEDS_DEVICE_POOL.get(method)
+    return need is not None and hp.get(need[0]) == need[1]
 
 # torchvision weights that load by name (``encoder.weights=<Enum>.<NAME>``), by enum: the encoder
 # they fit. The encoder must be torchvision's own network, i.e. width 64.

@@ -28,7 +28,7 @@ from sslsweep.storage import check_scheme, local_path, scheme
 from sslsweep.trainables.tasks import TASKS
 
 if TYPE_CHECKING:
-    from sslsweep.config import (ConfirmConfig, DatasetConfig, EvalConfig, ResourcesConfig, SearchConfig,
+    from sslsweep.config import (DatasetConfig, EvalConfig, ResourcesConfig, SearchConfig,
                                  SweepConfig, TrainerConfig)
     from sslsweep.data import DataFacts
 

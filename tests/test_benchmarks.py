@@ -48,5 +48,6 @@ def test_utilization_smoke_measures_a_real_sweep_of_fake_trials(tmp_path: Path) 
     a = last["analysis"]
     assert 0 < a["sweep"]["utilization"] <= 1 and a["max_busy_slots"] <= last["slots"]
     assert 0 < a["search"]["utilization"] <= 1 and 0 < a["confirm"]["utilization"] <= 1
-    assert last["slots"] == 2 and a["devices"]["count"] == 1 and 0 < a["devices"]["after_startup"]["mean"] <= 1
+    assert last["slots"] == 2 and a["devices"]["count"] == 1 and a["devices"]["trials_without_gpu"] == 0
+    assert 0 < a["devices"]["after_startup"]["mean"] <= 1
     assert json.loads((tmp_path / "utilization.json").read_text()) == last

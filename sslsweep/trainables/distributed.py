@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sslsweep.config import EncoderConfig, TrainerConfig
 from sslsweep.data import Prepared
+from sslsweep.rules import needs_device_pool
 from sslsweep.trainables.augment import AugmentParams, BatchAugment
 from sslsweep.trainables.tasks import TASKS
 from sslsweep.trainables.tasks.base import epoch_batch_size
@@ -272,7 +273,7 @@ def build_rank(spec: RankSpec, data: Prepared) -> tuple[Pretrainer, Any]:
                           max_epochs=spec.max_epochs, seed=spec.seed)
     if spec.state is not None:
         pre.load_state_dict(spec.state)
-    return pre, DeviceData.put(data, runtime.device, spec.residency).pool()
+    return pre, DeviceData.put(data, runtime.device, spec.residency).pool(whole=needs_device_pool(spec.method, spec.hp))
 
 
 def connect(pre: Pretrainer, init_method: str, rank: int, world: int) -> None:

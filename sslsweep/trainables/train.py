@@ -245,9 +245,11 @@ def train_epochs(pre: Pretrainer, images: torch.Tensor | BatchPool, n: int) -> E
 
 
 class HostPool:
-    """The train pool in host memory (pinned on CUDA): each batch is gathered on the host into a
-    pinned staging buffer and copied to the device without blocking. The order is the device
-    path's (the same permutation from the trial's generator), so both train alike."""
+    """The train pool read from a host array (the whole prepared set, shared with Ray's object
+    store: never copied whole): each batch is gathered on the host into a staging buffer (pinned
+    on CUDA) and copied to the device without blocking; on a CPU trial the staging buffer is the
+    batch. The order is the device path's (the same permutation from the trial's generator), so
+    both train alike."""
 
     def __init__(self, images: torch.Tensor, indices: np.ndarray, device: torch.device) -> None:
         self.images, self.device = images, device  # (N, C, H, W) uint8 on the host: the whole labelled set
@@ -336,7 +338,9 @@ class DeviceData:
 
     - ``device``: ``images`` on the device, moved once per trial (uint8: a quarter of float32).
     - ``host``: ``images`` in host memory, shared with Ray's object store (:func:`shared_tensor`),
-      batches moved per step through pinned buffers. On a CPU trial ``device`` shares them too.
+      batches moved per step through pinned buffers. On a CPU trial ``device`` shares them too,
+      and its training pool reads them a batch at a time unless the task needs the pool whole
+      (:meth:`pool`).
     - ``stream``: no ``images``; ``reader`` reads them from the shards.
 
     ``labels`` are on the device in every case (N int64: small)."""
@@ -377,12 +381,17 @@ class DeviceData:
         # a copy: split indices from the object store are read-only too (and small)
         return torch.tensor(indices, device=self.device)
 
-    def pool(self) -> torch.Tensor | BatchPool:
-        """The unlabeled train pool: a device tensor (``device``) or a :class:`BatchPool`."""
+    def pool(self, whole: bool = True) -> torch.Tensor | BatchPool:
+        """The unlabeled train pool: a device tensor (``device``) or a :class:`BatchPool`.
+
+        ``whole=False`` (a task that does not need the pool at epoch start,
+        :func:`sslsweep.rules.needs_device_pool`): on a CPU trial under ``device`` the batches are
+        gathered from the shared array (:class:`HostPool`, the same batches in the same order)
+        instead of copying the train split into a tensor of its own."""
         train = self.data.splits.train
         if self.residency == "stream":
             return StreamPool(self.reader, train, self.device)  # type: ignore[arg-type]
-        if self.residency == "host":
+        if self.residency == "host" or (not whole and self.device.type == "cpu"):
             return HostPool(self.images, train, self.device)  # type: ignore[arg-type]
         return self.images[self.idx(train)]  # type: ignore[index]
 

@@ -23,7 +23,7 @@ from ray import tune
 
 from sslsweep.config import ConfirmConfig, EncoderConfig, EvalConfig, TrainerConfig
 from sslsweep.data import Prepared
-from sslsweep.rules import NEEDS_DEVICE_POOL
+from sslsweep.rules import NEEDS_DEVICE_POOL, needs_device_pool
 from sslsweep.schema import TRIAL_KEYS, budget_label
 from sslsweep.trainables.distributed import start_workers, stop_workers
 from sslsweep.trainables.encoders import build_encoder
@@ -105,7 +105,7 @@ def _check_pool_access(method: str, hp: dict[str, Any], dd: DeviceData) -> None:
     streamed pool (validation refuses it before Ray starts; this catches an ``auto`` that the
     trial itself moved to ``host``)."""
     need = NEEDS_DEVICE_POOL.get(method)
-    if need is not None and dd.residency != "device" and hp.get(need[0]) == need[1]:
+    if need is not None and dd.residency != "device" and needs_device_pool(method, hp):
         raise ValueError(f"method.{method}.space.{need[0]} = {need[1]!r}: needs the whole train pool on the device "
                          f"at every epoch start; this trial holds it in {dd.residency} residency")
 
@@ -179,7 +179,7 @@ def _pretrain(method: str, hp: dict[str, Any], seed: int, data: Prepared, s: Tri
     start_epoch = pre.epoch  # > 0 when this attempt resumed from a checkpoint
     if s.workers > 1:  # ranks 1.. start from the state restored above; stopped by _release
         start_workers(pre, method, data, s.encoder, s.trainer, s.num_threads, dd.residency, s.workers)
-    pool = dd.pool()
+    pool = dd.pool(whole=needs_device_pool(method, hp))
     while pre.epoch < epochs:
         result = None
         try:

@@ -182,7 +182,7 @@ def test_sweep_on_s3_survives_a_killed_driver_and_reports(s3_server: S3Server, r
     p = subprocess.Popen([sys.executable, "-m", "sslsweep.cli", "sweep", *SWEEP, "confirm.epochs=8",
                           f"dataset.path={s3.uri('data', 'digits')}", f"storage={runs}"],
                          env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    sweep_id = None
+    sweep_id, reached = None, False
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and p.poll() is None:
@@ -194,9 +194,10 @@ def test_sweep_on_s3_survives_a_killed_driver_and_reports(s3_server: S3Server, r
                 if set(m.get("progress", {}).get("searched", [])) == {"none", "rotation"} and any(
                         "/experiment_state" in k
                         for k in listing(s3, f"runs/{sweep_id}/tune/confirm-rotation", recursive=False)):
-                    break  # in rotation's confirm, once Tune has saved its experiment state there
+                    reached = True  # in rotation's confirm, once Tune has saved its experiment state there
+                    break
             time.sleep(0.3)
-        assert p.poll() is None and sweep_id is not None, log.read_text()[-4000:]
+        assert reached and p.poll() is None, log.read_text()[-4000:]
     finally:
         kill_group(p.pid)
         p.wait(timeout=30)

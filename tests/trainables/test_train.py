@@ -15,6 +15,7 @@ from sslsweep.data import Prepared, Splits, fingerprint, prepare
 from sslsweep.trainables.train import (
     DeviceData,
     Diverged,
+    HostPool,
     Runtime,
     choose_residency,
     lr_at,
@@ -171,8 +172,6 @@ def test_a_method_can_fix_its_own_optimizer_dcgans_adam() -> None:
 def test_read_only_split_indices_from_the_object_store_select_without_a_warning() -> None:
     """Ray hands trials read-only arrays: selecting by a read-only index array picks the same rows
     and does not make every trial log torch's non-writable-array warning."""
-    import warnings
-
     data = tiny_data()
     dd = DeviceData.put(data, torch.device("cpu"))
     val = data.splits.val.copy()
@@ -180,6 +179,9 @@ def test_read_only_split_indices_from_the_object_store_select_without_a_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         picked = dd.images[dd.idx(val)]
+    # torch warns about a non-writable array once per process, so the filter above may see nothing
+    # if an earlier test triggered it; what keeps the warning away is that the index is a copy
+    assert not np.shares_memory(dd.idx(val).numpy(), val)
     assert torch.equal(picked, torch.from_numpy(data.images[data.splits.val]))
 
 
@@ -212,20 +214,35 @@ def test_host_residency_trains_exactly_like_device_residency() -> None:
 def test_a_trial_shares_the_pool_it_got_from_the_object_store(residency: str) -> None:
     """On the host (``host``, and ``device`` on a CPU trial) a trial uses the array it was handed
     without copying it: Ray's object store gives every trial of a node the same read-only array,
-    so the node holds one copy of the pool, not one per trial. No warning about the read-only
-    array is raised, the array is never written, and an epoch trains."""
+    so the node holds one copy of the pool, not one per trial. The pool a trial trains from
+    (``whole=False``, every task but Exemplar on clusters) reads that array, not a copy of the
+    train split; the array is never written, and an epoch trains."""
     data = tiny_data()
     images = data.images.copy()
     images.setflags(write=False)  # as ray.get returns it
     data = replace(data, images=images)
     pre = make_pretrainer("simclr", HP, data, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=2, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        dd = DeviceData.put(data, CPU.device, residency)
+    dd = DeviceData.put(data, CPU.device, residency)
     assert np.shares_memory(dd.images.numpy(), images)
+    pool = dd.pool(whole=False)
+    assert isinstance(pool, HostPool) and np.shares_memory(pool.images.numpy(), images)
     before = images.copy()
-    assert np.isfinite(train_one_epoch(pre, dd.pool()).loss)
+    assert np.isfinite(train_one_epoch(pre, pool).loss)
     assert np.array_equal(images, before)
+
+
+def test_a_cpu_pool_read_from_the_shared_array_trains_exactly_like_its_copy() -> None:
+    """``device`` on a CPU trial: the pool read a batch at a time from the shared array
+    (``whole=False``) gives the same epoch losses as the train split copied into one tensor
+    (``whole=True``, what a task that needs the pool at epoch start gets)."""
+    data = tiny_data()
+    dd = DeviceData.put(data, CPU.device)
+    assert isinstance(dd.pool(whole=True), torch.Tensor)
+    losses = {}
+    for whole in (True, False):
+        pre = make_pretrainer("simclr", HP, data, EncoderConfig(width=4), TrainerConfig(), CPU, max_epochs=4, seed=0)
+        losses[whole] = [train_one_epoch(pre, dd.pool(whole=whole)).loss for _ in range(2)]
+    assert losses[False] == pytest.approx(losses[True], rel=1e-6)
 
 
 def test_stream_residency_scores_like_memory_and_trains(tmp_path: Path, cache_dir: Path) -> None:
