@@ -123,6 +123,7 @@ def needs_device_pool(method: str, hp: Mapping[str, Any]) -> bool:
     need = NEEDS_DEVICE_POOL.get(method)
     return need is not None and hp.get(need[0]) == need[1]
 
+
 # torchvision weights that load by name (``encoder.weights=<Enum>.<NAME>``), by enum: the encoder
 # they fit. The encoder must be torchvision's own network, i.e. width 64.
 TORCHVISION_WEIGHTS: dict[str, str] = {"ResNet18_Weights": "resnet18", "ResNet50_Weights": "resnet50"}

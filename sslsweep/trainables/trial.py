@@ -104,8 +104,8 @@ def _check_pool_access(method: str, hp: dict[str, Any], dd: DeviceData) -> None:
     """A task that needs the whole pool on the device at epoch start cannot train from a host or
     streamed pool (validation refuses it before Ray starts; this catches an ``auto`` that the
     trial itself moved to ``host``)."""
-    need = NEEDS_DEVICE_POOL.get(method)
-    if need is not None and dd.residency != "device" and needs_device_pool(method, hp):
+    if dd.residency != "device" and needs_device_pool(method, hp):
+        need = NEEDS_DEVICE_POOL[method]
         raise ValueError(f"method.{method}.space.{need[0]} = {need[1]!r}: needs the whole train pool on the device "
                          f"at every epoch start; this trial holds it in {dd.residency} residency")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -229,6 +231,22 @@ def test_a_trial_shares_the_pool_it_got_from_the_object_store(residency: str) ->
     before = images.copy()
     assert np.isfinite(train_one_epoch(pre, pool).loss)
     assert np.array_equal(images, before)
+
+
+def test_sharing_a_read_only_array_raises_no_warning() -> None:
+    """Wrapping the object store's read-only array (:func:`shared_tensor`) does not make every
+    trial log torch's non-writable-array warning. torch warns once per process, so each case runs
+    in a fresh interpreter with warnings as errors; there the same array through
+    ``torch.from_numpy`` does warn (the check can fail)."""
+    setup = ("import numpy as np, torch, warnings; warnings.simplefilter('error'); "
+             "a = np.zeros((2, 3), np.uint8); a.setflags(write=False); ")
+    shared = subprocess.run([sys.executable, "-c", setup + "from sslsweep.trainables.train import shared_tensor; "
+                             "assert np.shares_memory(shared_tensor(a).numpy(), a)"],
+                            capture_output=True, text=True, timeout=120)
+    assert shared.returncode == 0, shared.stderr[-2000:]
+    plain = subprocess.run([sys.executable, "-c", setup + "torch.from_numpy(a)"], capture_output=True, text=True,
+                           timeout=120)
+    assert plain.returncode != 0 and "not writable" in plain.stderr, plain.stderr[-2000:]
 
 
 def test_a_cpu_pool_read_from_the_shared_array_trains_exactly_like_its_copy() -> None:
