@@ -36,6 +36,10 @@ fails (a design that builds its trainables in another process would run the real
   share of that target, not a GPU measurement.
 * **ceiling**: work / (slots x max(work / slots, the longest search -> confirm chain of one
   method)), on the run's own workload: no scheduler does better, even with free start-up.
+* **start-up bound**: the ceiling less what trial processes' start-up must cost on this machine's
+  cores: the CPU seconds a fresh interpreter spends importing Ray Tune and torch (measured before
+  the sweep) for each trial process, the first ``slots`` of them sharing the cores. With many more
+  slots than cores (12 on 2) it falls below the target for any design that starts a process per slot.
 
 The sequential design (one method searched after another, then one confirm experiment) cannot
 exceed num_samples / slots during the search (8 / 12 by default). Target (issue 13): >= 0.85
@@ -113,7 +117,8 @@ def _begin(kind: str, method: str) -> tuple[dict[str, Any], Path]:
     tid = tune.get_context().get_trial_id()
     rec = {"kind": kind, "method": method, "trial_id": tid, "entry": time.time(), "work": [], "reports": [],
            "pid": os.getpid(), "sslsweep": str(Path(sslsweep.__file__).resolve().parent),
-           "gpus": [str(g) for g in ray.get_gpu_ids()]}  # the logical GPUs Ray gave the trial (--gpus)
+           "gpus": [str(g) for g in ray.get_gpu_ids()],  # the logical GPUs Ray gave the trial (--gpus)
+           "torch_imported": "torch" in sys.modules}  # by the trainable's arguments (the data), as in a real trial
     path = Path(FAKE["stamps"]) / f"{kind}-{tid}-{os.getpid()}-{time.time_ns()}.json"
     _write(path, rec)
     return rec, path
@@ -359,6 +364,15 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
     out["actor_processes"] = {k: len({t["pid"] for t in trials if t["kind"] == k}) for k in ("search", "confirm")}
     out["actor_processes"]["all"] = len({t["pid"] for t in trials})
     out["max_held_slots"] = max_overlap(held) if held else None
+    if held:  # where the sweep's slot-seconds went, as shares of slots x its wall time
+        total_slot_s = slots * (end - t0)
+        first_start = min(a for a, _ in held)
+        busy_s, held_s = busy_in(work, t0, end), busy_in(held, t0, end)
+        before = slots * (first_start - t0)
+        out["slot_time"] = {"work": round(busy_s / total_slot_s, 3),
+                            "held_not_working": round((held_s - busy_s) / total_slot_s, 3),
+                            "before_first_trial_start": round(before / total_slot_s, 3),
+                            "no_trial_after_first_start": round((total_slot_s - held_s - before) / total_slot_s, 3)}
     out["first_work_s"] = rnd(first - t0, 2)
     # What no scheduler could beat on this run's workload (the trials ASHA let run this long): the
     # slots cannot do more than all the work in parallel, and a method's confirm trials start only
@@ -399,6 +413,49 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
     return out
 
 
+def process_startup_cpu_s(repo: Path, runs: int = 3) -> dict[str, float]:
+    """CPU seconds (user + system, all threads) a fresh interpreter that has imported Ray spends to
+    import Ray Tune, then torch: medians of ``runs`` fresh interpreters.
+
+    A trial's actor process does at least this before its first work (its worker imported Ray
+    already - Ray may have started it before the sweep - and it also unpickles its trainable and
+    data), so it is a lower bound of what each new trial process costs. CPU time, not wall time: it
+    does not grow with the load the way start-up does.
+    """
+    code = ("import resource\n"
+            "def cpu():\n    r = resource.getrusage(resource.RUSAGE_SELF)\n    return r.ru_utime + r.ru_stime\n"
+            "import ray\na = cpu()\nimport ray.tune\nb = cpu()\nimport torch\nprint(b - a, cpu() - b)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    runs_s = [[float(x) for x in subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                                check=True).stdout.split()[-2:]] for _ in range(runs)]
+    return {"ray.tune": median([r[0] for r in runs_s]), "torch": median([r[1] for r in runs_s])}
+
+
+def startup_bound(ceiling: dict[str, Any], slots: int, cores: int, cpu_s: float, processes: int) -> dict[str, Any]:
+    """What start-up on this machine's cores leaves of the ceiling: an upper bound on utilization.
+
+    The first ``min(slots, processes)`` trial processes start together and share ``cores``: the k-th
+    one to be ready cannot be ready before ``ceil(k / cores) * cpu_s``, and until then its slot does
+    no work. Every process started later (this design starts one per Ray actor: a new experiment's
+    trials do not reuse another's) leaves its slot idle at least ``cpu_s``. Utilization is at most
+    work / (work + those slot-seconds), and at most work / (slots x (longest chain + start-up of
+    its first trial)). ``any_design`` counts only the first processes (a design that reused
+    processes across experiments would still start those).
+    """
+    work, chain = ceiling["work_slot_s"], ceiling["longest_chain_s"]
+    first = min(slots, processes)
+    lost_first = sum(math.ceil(k / cores) for k in range(1, first + 1)) * cpu_s
+    lost_later = max(0, processes - first) * cpu_s
+
+    def bound(lost: float, chain_s: float) -> float:
+        return round(work / max(work + lost, slots * chain_s), 3)
+
+    return {"cores": cores, "process_cpu_s": rnd(cpu_s, 2), "processes": processes,
+            "idle_slot_s_first": rnd(lost_first, 1), "idle_slot_s_later": rnd(lost_later, 1),
+            "any_design": bound(lost_first, chain + cpu_s), "this_design": bound(lost_first + lost_later,
+                                                                                 chain + 2 * cpu_s)}
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     """Saved results side by side (one column per run)."""
     def cell(r: dict[str, Any], key: str, field: str = "utilization") -> str:
@@ -421,6 +478,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(f"| wall s, {name} | " + " | ".join(cell(r, key, "wall_s") for r in results) + " |")
     print("| ceiling on the run's workload | " + " | ".join(f"{r['analysis']['ceiling']['utilization']:.3f}"
                                                           for r in results) + " |")
+    print("| bound with start-up on this machine's cores: any design / this design | " + " | ".join(
+        f"{r['analysis']['startup_bound']['any_design']:.3f} / {r['analysis']['startup_bound']['this_design']:.3f}"
+        if r["analysis"].get("startup_bound") else "-" for r in results) + " |")
+    print("| slot time: work / held, not working / before the first trial / no trial | " + " | ".join(
+        " / ".join(f"{v:.3f}" for v in r["analysis"]["slot_time"].values()) if r["analysis"].get("slot_time") else "-"
+        for r in results) + " |")
     print("| first work after s | " + " | ".join(f"{r['analysis']['first_work_s']:.1f}" for r in results) + " |")
     print("| trial start-up s, median / max | " + " | ".join(
         f"{r['analysis']['trial_startup_s']['median']:.1f} / {r['analysis']['trial_startup_s']['max']:.1f}"
@@ -511,6 +574,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"(grace {args.grace_period}, rf {args.reduction_factor}), confirm {args.confirm_seeds} seeds; "
               f"{args.slots} slots (logical CPUs), resources.cpu=1; fake epoch {args.epoch_s} s, evaluation "
               f"{args.eval_s} s; patched {patched}; Tune clock {'on' if clock else 'not installed'}", flush=True)
+        process_cpu_s = process_startup_cpu_s(repo, runs=1 if args.smoke else 3)
         t = time.time()
         ray.init(address="local", num_cpus=args.slots, num_gpus=args.gpus, include_dashboard=False, configure_logging=False,
                  log_to_driver=False, object_store_memory=300 * 1024 * 1024)
@@ -540,6 +604,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if where != [str(repo / "sslsweep")]:
         raise SystemExit(f"the trials imported sslsweep from {where}, not from {repo / 'sslsweep'}")
     a = analyse(trials, tune_marks, t0, args.slots, args.bin_s)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # the bound charges torch's import only if every trial process made it (the fakes do not need torch;
+    # the data they are given does)
+    with_torch = all(t.get("torch_imported") for t in trials)
+    cpu_s = process_cpu_s["ray.tune"] + (process_cpu_s["torch"] if with_torch else 0.0)
+    a["startup_bound"] = startup_bound(a["ceiling"], args.slots, cores, cpu_s, a["actor_processes"]["all"])
+    a["startup_bound"]["imports_cpu_s"] = {k: rnd(v, 2) for k, v in process_cpu_s.items()}
+    a["startup_bound"]["trials_imported_torch"] = with_torch
     n_search = sum(1 for t in trials if t["kind"] == "search")
     n_confirm = sum(1 for t in trials if t["kind"] == "confirm")
     statuses = table.groupby("trial_id")["status"].last().value_counts().to_dict()
@@ -565,6 +637,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"slot-s of work = {c['work_per_slot_s']:.1f} s per slot; longest search -> confirm chain of one method "
           f"{c['longest_chain_s']:.1f} s)", flush=True)
     print(f"  trial processes (Ray actors) started: {a['actor_processes']}", flush=True)
+    if a.get("slot_time"):
+        st = a["slot_time"]
+        print(f"  slot time: work {st['work']:.3f}, held by a trial not working (process start-up, reports, "
+              f"checkpoints) {st['held_not_working']:.3f}, before Tune started the first trial "
+              f"{st['before_first_trial_start']:.3f}, no trial after that (hand-overs, nothing left to run) "
+              f"{st['no_trial_after_first_start']:.3f}", flush=True)
+    b = a["startup_bound"]
+    print(f"  start-up on {b['cores']} cores: after Ray, a fresh interpreter spends {b['imports_cpu_s']['ray.tune']:.2f} "
+          f"CPU-s importing Ray Tune and {b['imports_cpu_s']['torch']:.2f} torch (every trial process imported torch: "
+          f"{b['trials_imported_torch']}), so the first {min(args.slots, b['processes'])} trial processes leave at least "
+          f"{b['idle_slot_s_first']:.0f} slot-s idle and the {b['processes'] - min(args.slots, b['processes'])} later "
+          f"ones {b['idle_slot_s_later']:.0f}: utilization is at most {b['any_design']:.3f} for any design that starts "
+          f"a process per slot, {b['this_design']:.3f} for this one (a new process per experiment's actor)",
+          flush=True)
     print(f"  first work {a['first_work_s']:.1f} s after run_sweep; max busy slots {a['max_busy_slots']} "
           f"(held {a['max_held_slots']}); bound of a sequential search: {min(args.num_samples, args.slots)}/"
           f"{args.slots} = {min(args.num_samples, args.slots) / args.slots:.3f}", flush=True)
