@@ -329,7 +329,7 @@ def device_busy(trials: list[dict[str, Any]], devices: list[str], t0: float, fir
 
 
 def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float, slots: int,
-            bin_s: float) -> dict[str, Any]:
+            bin_s: float, import_cpu_s: dict[str, Any] | None = None, cores: int = 1) -> dict[str, Any]:
     held = [(m["start"], m["end"]) for m in marks if "start" in m and "end" in m]
     work = [(a, b) for t in trials for a, b in t["work"]]
     search = [(a, b) for t in trials if t["kind"] == "search" for a, b in t["work"]]
@@ -369,6 +369,9 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
         first_start = min(a for a, _ in held)
         busy_s, held_s = busy_in(work, t0, end), busy_in(held, t0, end)
         before = slots * (first_start - t0)
+        # Tune's on_trial_start comes when the trial's actor is ready: a new process has been
+        # started, has imported Ray Tune and unpickled the trainable. That part of its start-up falls
+        # in the last two shares; the torch import (the data arrives in the function) in the second.
         out["slot_time"] = {"work": round(busy_s / total_slot_s, 3),
                             "held_not_working": round((held_s - busy_s) / total_slot_s, 3),
                             "before_first_trial_start": round(before / total_slot_s, 3),
@@ -386,6 +389,15 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
     floor = max(total / slots, max(chain.values()))
     out["ceiling"] = {"work_slot_s": rnd(total, 1), "work_per_slot_s": rnd(total / slots, 1),
                       "longest_chain_s": rnd(max(chain.values()), 1), "utilization": round(total / (slots * floor), 3)}
+    if import_cpu_s is not None:
+        # torch's import is charged only if every trial process made it (the fakes do not need
+        # torch; the data they are given does)
+        with_torch = all(t.get("torch_imported") for t in trials)
+        cpu_s = import_cpu_s["ray.tune"] + (import_cpu_s["torch"] if with_torch else 0.0)
+        chains = [(chain[m], any(t["method"] == m and t["kind"] == "confirm" for t in trials)) for m in chain]
+        out["startup_bound"] = startup_bound(total, chains, slots, cores, cpu_s, out["actor_processes"]["all"])
+        out["startup_bound"]["imports_cpu_s"] = import_cpu_s
+        out["startup_bound"]["trials_imported_torch"] = with_torch
     # per trial: Tune's start -> the function's first line (actor start-up, arguments) -> first work
     starts = {m["trial_id"]: m["start"] for m in marks if "start" in m}
     startup = [t["entry"] - starts[t["trial_id"]] for t in trials if t["trial_id"] in starts]
@@ -413,47 +425,66 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
     return out
 
 
-def process_startup_cpu_s(repo: Path, runs: int = 3) -> dict[str, float]:
-    """CPU seconds (user + system, all threads) a fresh interpreter that has imported Ray spends to
-    import Ray Tune, then torch: medians of ``runs`` fresh interpreters.
+def process_startup_cpu_s(runs: int = 3) -> dict[str, Any]:
+    """CPU seconds the main thread of a new Ray worker spends to import Ray Tune, then torch: the
+    least of ``runs`` workers (each a new process: ``max_calls=1``), on the Ray already started.
 
-    A trial's actor process does at least this before its first work (its worker imported Ray
-    already - Ray may have started it before the sweep - and it also unpickles its trainable and
-    data), so it is a lower bound of what each new trial process costs. CPU time, not wall time: it
-    does not grow with the load the way start-up does.
+    A trial's actor process is such a worker and does at least this on its main thread before its
+    first work (it also unpickles its trainable and data), so the least of the runs is a lower bound
+    of what each new trial process costs. Main-thread CPU time (``RUSAGE_THREAD``), not wall time:
+    it does not grow with the load, and threads working beside the import do not count. Where the
+    platform has no per-thread usage, the whole process's is taken (then it is an estimate).
     """
-    code = ("import resource\n"
-            "def cpu():\n    r = resource.getrusage(resource.RUSAGE_SELF)\n    return r.ru_utime + r.ru_stime\n"
-            "import ray\na = cpu()\nimport ray.tune\nb = cpu()\nimport torch\nprint(b - a, cpu() - b)\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
-    runs_s = [[float(x) for x in subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                                check=True).stdout.split()[-2:]] for _ in range(runs)]
-    return {"ray.tune": median([r[0] for r in runs_s]), "torch": median([r[1] for r in runs_s])}
+    @ray.remote(num_cpus=0, max_calls=1)
+    def imports() -> dict[str, Any]:
+        import resource
+
+        who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+
+        def cpu() -> float:
+            r = resource.getrusage(who)
+            return r.ru_utime + r.ru_stime
+
+        preloaded = [m for m in ("ray.tune", "torch") if m in sys.modules]
+        a = cpu()
+        importlib.import_module("ray.tune")
+        b = cpu()
+        importlib.import_module("torch")
+        return {"ray.tune": b - a, "torch": cpu() - b, "preloaded": preloaded,
+                "per_thread": who != resource.RUSAGE_SELF}
+
+    got = [ray.get(imports.remote()) for _ in range(runs)]
+    return {"ray.tune": round(min(g["ray.tune"] for g in got), 3), "torch": round(min(g["torch"] for g in got), 3),
+            "preloaded": sorted({m for g in got for m in g["preloaded"]}), "per_thread": all(g["per_thread"] for g in got)}
 
 
-def startup_bound(ceiling: dict[str, Any], slots: int, cores: int, cpu_s: float, processes: int) -> dict[str, Any]:
+def startup_bound(work: float, chains: list[tuple[float, bool]], slots: int, cores: int, cpu_s: float,
+                  processes: int) -> dict[str, Any]:
     """What start-up on this machine's cores leaves of the ceiling: an upper bound on utilization.
 
-    The first ``min(slots, processes)`` trial processes start together and share ``cores``: the k-th
-    one to be ready cannot be ready before ``ceil(k / cores) * cpu_s``, and until then its slot does
-    no work. Every process started later (this design starts one per Ray actor: a new experiment's
+    ``work`` = the run's busy slot-seconds; ``chains`` = per method, its longest search trial plus
+    its longest confirm trial (seconds of work), and whether it had confirm trials. The first
+    ``min(slots, processes)`` trial processes start together and share ``cores``: the k-th one to
+    be ready cannot be ready before ``ceil(k / cores) * cpu_s``, and until then its slot does no
+    work. Every process started later (this design starts one per Ray actor: a new experiment's
     trials do not reuse another's) leaves its slot idle at least ``cpu_s``. Utilization is at most
-    work / (work + those slot-seconds), and at most work / (slots x (longest chain + start-up of
-    its first trial)). ``any_design`` counts only the first processes (a design that reused
-    processes across experiments would still start those).
+    work / (work + those slot-seconds), and at most work / (slots x (a method's chain + the start-up
+    of its first search process and, for this design, of its confirm process)). ``any_design``
+    counts only the first processes and one start-up per chain (a design that reused processes
+    across experiments would still start those). Valid as long as ``cpu_s`` is a lower bound of a
+    new trial process's serial start-up work (see ``process_startup_cpu_s``).
     """
-    work, chain = ceiling["work_slot_s"], ceiling["longest_chain_s"]
     first = min(slots, processes)
     lost_first = sum(math.ceil(k / cores) for k in range(1, first + 1)) * cpu_s
     lost_later = max(0, processes - first) * cpu_s
 
-    def bound(lost: float, chain_s: float) -> float:
+    def bound(lost: float, per_chain: int) -> float:
+        chain_s = max(c + cpu_s * (1 + (per_chain if confirms else 0)) for c, confirms in chains)
         return round(work / max(work + lost, slots * chain_s), 3)
 
-    return {"cores": cores, "process_cpu_s": rnd(cpu_s, 2), "processes": processes,
+    return {"cores": cores, "process_cpu_s": rnd(cpu_s, 3), "processes": processes,
             "idle_slot_s_first": rnd(lost_first, 1), "idle_slot_s_later": rnd(lost_later, 1),
-            "any_design": bound(lost_first, chain + cpu_s), "this_design": bound(lost_first + lost_later,
-                                                                                 chain + 2 * cpu_s)}
+            "any_design": bound(lost_first, 0), "this_design": bound(lost_first + lost_later, 1)}
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -574,12 +605,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"(grace {args.grace_period}, rf {args.reduction_factor}), confirm {args.confirm_seeds} seeds; "
               f"{args.slots} slots (logical CPUs), resources.cpu=1; fake epoch {args.epoch_s} s, evaluation "
               f"{args.eval_s} s; patched {patched}; Tune clock {'on' if clock else 'not installed'}", flush=True)
-        process_cpu_s = process_startup_cpu_s(repo, runs=1 if args.smoke else 3)
         t = time.time()
         ray.init(address="local", num_cpus=args.slots, num_gpus=args.gpus, include_dashboard=False, configure_logging=False,
                  log_to_driver=False, object_store_memory=300 * 1024 * 1024)
         ray_init_s = time.time() - t
         try:
+            import_cpu_s = process_startup_cpu_s(runs=1 if args.smoke else 3)  # before the window opens
             t0 = time.time()
             uri = run_sweep(cfg, raw)
             run_s = time.time() - t0
@@ -603,15 +634,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     where = sorted({t["sslsweep"] for t in trials})
     if where != [str(repo / "sslsweep")]:
         raise SystemExit(f"the trials imported sslsweep from {where}, not from {repo / 'sslsweep'}")
-    a = analyse(trials, tune_marks, t0, args.slots, args.bin_s)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    # the bound charges torch's import only if every trial process made it (the fakes do not need torch;
-    # the data they are given does)
-    with_torch = all(t.get("torch_imported") for t in trials)
-    cpu_s = process_cpu_s["ray.tune"] + (process_cpu_s["torch"] if with_torch else 0.0)
-    a["startup_bound"] = startup_bound(a["ceiling"], args.slots, cores, cpu_s, a["actor_processes"]["all"])
-    a["startup_bound"]["imports_cpu_s"] = {k: rnd(v, 2) for k, v in process_cpu_s.items()}
-    a["startup_bound"]["trials_imported_torch"] = with_torch
+    a = analyse(trials, tune_marks, t0, args.slots, args.bin_s, import_cpu_s, cores)
     n_search = sum(1 for t in trials if t["kind"] == "search")
     n_confirm = sum(1 for t in trials if t["kind"] == "confirm")
     statuses = table.groupby("trial_id")["status"].last().value_counts().to_dict()
@@ -639,17 +663,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  trial processes (Ray actors) started: {a['actor_processes']}", flush=True)
     if a.get("slot_time"):
         st = a["slot_time"]
-        print(f"  slot time: work {st['work']:.3f}, held by a trial not working (process start-up, reports, "
+        print(f"  slot time: work {st['work']:.3f}, held by a trial not working (its torch import, reports, "
               f"checkpoints) {st['held_not_working']:.3f}, before Tune started the first trial "
-              f"{st['before_first_trial_start']:.3f}, no trial after that (hand-overs, nothing left to run) "
-              f"{st['no_trial_after_first_start']:.3f}", flush=True)
+              f"{st['before_first_trial_start']:.3f}, no trial after that (a new actor's process start until it is "
+              f"ready, hand-overs, nothing left to run) {st['no_trial_after_first_start']:.3f}", flush=True)
     b = a["startup_bound"]
-    print(f"  start-up on {b['cores']} cores: after Ray, a fresh interpreter spends {b['imports_cpu_s']['ray.tune']:.2f} "
-          f"CPU-s importing Ray Tune and {b['imports_cpu_s']['torch']:.2f} torch (every trial process imported torch: "
-          f"{b['trials_imported_torch']}), so the first {min(args.slots, b['processes'])} trial processes leave at least "
-          f"{b['idle_slot_s_first']:.0f} slot-s idle and the {b['processes'] - min(args.slots, b['processes'])} later "
-          f"ones {b['idle_slot_s_later']:.0f}: utilization is at most {b['any_design']:.3f} for any design that starts "
-          f"a process per slot, {b['this_design']:.3f} for this one (a new process per experiment's actor)",
+    imp = b["imports_cpu_s"]
+    print(f"  start-up on {b['cores']} cores: a new Ray worker's main thread spends at least {imp['ray.tune']:.2f} CPU-s "
+          f"importing Ray Tune and {imp['torch']:.2f} torch (least of the workers measured; per thread: "
+          f"{imp['per_thread']}; already imported there: {imp['preloaded'] or 'none'}; every trial process imported "
+          f"torch: {b['trials_imported_torch']}), so the first {min(args.slots, b['processes'])} trial processes leave "
+          f"at least {b['idle_slot_s_first']:.0f} slot-s idle and the {b['processes'] - min(args.slots, b['processes'])} "
+          f"later ones {b['idle_slot_s_later']:.0f}: utilization is at most {b['any_design']:.3f} for any design that "
+          f"starts a process per slot, {b['this_design']:.3f} for this one (a new process per experiment's actor)",
           flush=True)
     print(f"  first work {a['first_work_s']:.1f} s after run_sweep; max busy slots {a['max_busy_slots']} "
           f"(held {a['max_held_slots']}); bound of a sequential search: {min(args.num_samples, args.slots)}/"

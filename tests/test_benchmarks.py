@@ -55,6 +55,7 @@ def test_utilization_smoke_measures_a_real_sweep_of_fake_trials(tmp_path: Path) 
     assert min(st.values()) >= -0.001
     b = a["startup_bound"]
     assert b["process_cpu_s"] > 0 and b["processes"] == a["actor_processes"]["all"] and b["trials_imported_torch"]
+    assert b["imports_cpu_s"]["preloaded"] == []  # the measuring workers were new processes
     assert a["sweep"]["utilization"] <= b["this_design"] <= b["any_design"] <= a["ceiling"]["utilization"]
     assert json.loads((tmp_path / "utilization.json").read_text()) == last
 
@@ -63,19 +64,22 @@ def test_startup_bound_charges_the_first_processes_by_turns_of_the_cores() -> No
     """The start-up bound, against hand-computed cases. 4 slots on 2 cores, 1 CPU-s per process:
     the first 4 processes are ready at 1, 1, 2, 2 s at the earliest (6 idle slot-s), the 2 later
     ones cost 1 slot-s each; with 100 slot-s of work and a 10 s chain the work bounds it
-    (100 / 106 and 100 / 108); with a 40 s chain the chain plus one (or, for a design that starts
-    confirm processes anew, two) start-ups bounds it (100 / (4 x 41), 100 / (4 x 42))."""
+    (100 / 106 and 100 / 108); with a 40 s chain the chain plus one start-up (any design) or two
+    (this design: its confirm process is new) bounds it (100 / (4 x 41), 100 / (4 x 42)); a method
+    without confirm trials pays one start-up in both."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from utilization import startup_bound
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    b = startup_bound({"work_slot_s": 100.0, "longest_chain_s": 10.0}, slots=4, cores=2, cpu_s=1.0, processes=6)
+    b = startup_bound(100.0, [(10.0, True)], slots=4, cores=2, cpu_s=1.0, processes=6)
     assert (b["idle_slot_s_first"], b["idle_slot_s_later"]) == (6.0, 2.0)
     assert (b["any_design"], b["this_design"]) == (round(100 / 106, 3), round(100 / 108, 3))
-    b = startup_bound({"work_slot_s": 100.0, "longest_chain_s": 40.0}, slots=4, cores=2, cpu_s=1.0, processes=6)
+    b = startup_bound(100.0, [(40.0, True), (30.0, True)], slots=4, cores=2, cpu_s=1.0, processes=6)
     assert (b["any_design"], b["this_design"]) == (round(100 / 164, 3), round(100 / 168, 3))
-    b = startup_bound({"work_slot_s": 100.0, "longest_chain_s": 10.0}, slots=4, cores=8, cpu_s=1.0, processes=3)
+    b = startup_bound(100.0, [(40.0, False)], slots=4, cores=2, cpu_s=1.0, processes=6)
+    assert (b["any_design"], b["this_design"]) == (round(100 / 164, 3), round(100 / 164, 3))
+    b = startup_bound(100.0, [(10.0, True)], slots=4, cores=8, cpu_s=1.0, processes=3)
     assert (b["idle_slot_s_first"], b["idle_slot_s_later"]) == (3.0, 0.0)
 
 
@@ -97,13 +101,17 @@ def test_schedule_model_follows_ashas_rungs_the_confirm_chain_and_process_reuse(
     search trial and the confirm run wait, the second search trial reuses the first's process:
     5 + 8 + 2 + 5 + 10 = 30 s for 20 s of work."""
     sm = _schedule_model()
-    w = sm.Workload(slots=1, methods=1, num_samples=1, confirm_seeds=1, epoch_s=1.0, eval_s=2.0)
+    w = sm.Workload(slots=1, methods=1, num_samples=2, confirm_seeds=1, epoch_s=1.0, eval_s=2.0)
     assert w.rungs() == [2, 6]
+    assert sm.Workload(grace_period=2, reduction_factor=2, max_epochs=8).rungs() == [2, 4]  # max_epochs is no rung
     for policy in sm.POLICIES:
         assert sm.simulate(w, policy, [[0.5]]) == {"work_slot_s": 18.0, "makespan_s": 18.0, "utilization": 1.0}
         assert sm.simulate(sm.Workload(**{**w.__dict__, "slots": 2}), policy, [[0.5]])["utilization"] == 0.5
         assert sm.simulate(w, policy, [[0.9, 0.1]])["makespan_s"] == 20.0
         assert sm.simulate(w, policy, [[0.1, 0.9]])["makespan_s"] == 26.0
+        # the third trial meets 0.9 and 0.1 at its first rung: the cutoff is their 66.7th percentile,
+        # 0.1 + 0.8 x 2/3 = 0.633, so 0.5 stops there (at the median, 0.5, it would go on): 8 + 2 + 2 + 10
+        assert sm.simulate(w, policy, [[0.9, 0.1, 0.5]])["makespan_s"] == 22.0
         started = sm.simulate(sm.Workload(**{**w.__dict__, "startup_s": 5.0}), policy, [[0.9, 0.1]])
         assert (started["work_slot_s"], started["makespan_s"]) == (20.0, 30.0)
         reused = sm.simulate(sm.Workload(**{**w.__dict__, "startup_s": 5.0, "confirm_reuses_search": True}), policy,
@@ -125,3 +133,15 @@ def test_schedule_model_policies_differ_in_who_gets_a_freed_slot() -> None:
     got = {policy: sm.simulate(w, policy, q) for policy in sm.POLICIES}
     assert {k: v["makespan_s"] for k, v in got.items()} == {"sticky": 24.0, "priority": 32.0, "most_left": 24.0}
     assert {v["work_slot_s"] for v in got.values()} == {48.0} and got["priority"]["utilization"] == 0.75
+
+
+def test_schedule_model_most_left_serves_the_method_with_more_work_first() -> None:
+    """Method 0 has 1 search trial, method 1 has 3 (2 slots, 8 s trials, one 8 s confirm run each).
+    ``sticky`` starts one trial of each, then method 0's confirm beside method 1's second trial;
+    method 1's third trial and its confirm then run alone: 32 s. ``most_left`` starts method 1's
+    two trials first, then method 0's trial beside method 1's third, then both confirms: 24 s."""
+    sm = _schedule_model()
+    w = sm.Workload(slots=2, methods=2, confirm_seeds=1, epoch_s=1.0, eval_s=0.0)
+    q = [[0.5], [0.5, 0.5, 0.5]]
+    assert sm.simulate(w, "sticky", q)["makespan_s"] == 32.0
+    assert sm.simulate(w, "most_left", q) == {"work_slot_s": 48.0, "makespan_s": 24.0, "utilization": 1.0}
