@@ -111,6 +111,16 @@ def _checkpointed_report(metrics: dict[str, Any]) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
+def _process_created() -> float | None:
+    """When this process was created (wall clock, ~10 ms resolution), from /proc; None elsewhere."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def _begin(kind: str, method: str) -> tuple[dict[str, Any], Path]:
     import sslsweep
 
@@ -118,7 +128,8 @@ def _begin(kind: str, method: str) -> tuple[dict[str, Any], Path]:
     rec = {"kind": kind, "method": method, "trial_id": tid, "entry": time.time(), "work": [], "reports": [],
            "pid": os.getpid(), "sslsweep": str(Path(sslsweep.__file__).resolve().parent),
            "gpus": [str(g) for g in ray.get_gpu_ids()],  # the logical GPUs Ray gave the trial (--gpus)
-           "torch_imported": "torch" in sys.modules}  # by the trainable's arguments (the data), as in a real trial
+           "torch_imported": "torch" in sys.modules,  # by the trainable's arguments (the data), as in a real trial
+           "process_created": _process_created()}
     path = Path(FAKE["stamps"]) / f"{kind}-{tid}-{os.getpid()}-{time.time_ns()}.json"
     _write(path, rec)
     return rec, path
@@ -376,6 +387,13 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
                             "held_not_working": round((held_s - busy_s) / total_slot_s, 3),
                             "before_first_trial_start": round(before / total_slot_s, 3),
                             "no_trial_after_first_start": round((total_slot_s - held_s - before) / total_slot_s, 3)}
+        starting = process_start_up(trials, marks, t0)
+        if starting is not None:
+            out["process_start_up"] = {
+                "slot_share": round(starting["slot_s"] / total_slot_s, 3),
+                "outside_held_share": round(starting["outside_held_slot_s"] / total_slot_s, 3),
+                "per_process_s": {"median": rnd(median(starting["per_process_s"]), 2),
+                                  "max": rnd(max(starting["per_process_s"]), 2)}}
     out["first_work_s"] = rnd(first - t0, 2)
     # What no scheduler could beat on this run's workload (the trials ASHA let run this long): the
     # slots cannot do more than all the work in parallel, and a method's confirm trials start only
@@ -423,6 +441,29 @@ def analyse(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float
         per_method[m] = row
     out["per_method"] = per_method
     return out
+
+
+def process_start_up(trials: list[dict[str, Any]], marks: list[dict[str, Any]], t0: float) -> dict[str, Any] | None:
+    """Each trial process's start-up as its slot saw it: from the process's creation (clipped to
+    ``t0``: Ray may have started an idle worker before the sweep) to the first work of the first
+    trial it ran. ``outside_held_slot_s`` is the part before Tune's ``on_trial_start`` of that
+    trial (in the slot-time shares it falls in "before the first trial" or "no trial"). None when
+    a record has no creation time (not Linux)."""
+    starts = {m["trial_id"]: m["start"] for m in marks if "start" in m}
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for t in trials:
+        if t["work"]:
+            by_pid.setdefault(t["pid"], []).append(t)
+    per_process, outside = [], 0.0
+    for runs in by_pid.values():
+        first = min(runs, key=lambda t: t["work"][0][0])
+        if first.get("process_created") is None:
+            return None
+        created, first_work = max(first["process_created"], t0), first["work"][0][0]
+        per_process.append(max(0.0, first_work - created))
+        held_from = min(max(starts.get(first["trial_id"], created), created), first_work)
+        outside += held_from - created
+    return {"slot_s": sum(per_process), "outside_held_slot_s": outside, "per_process_s": per_process}
 
 
 def process_startup_cpu_s(runs: int = 3) -> dict[str, Any]:
@@ -515,6 +556,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print("| slot time: work / held, not working / before the first trial / no trial | " + " | ".join(
         " / ".join(f"{v:.3f}" for v in r["analysis"]["slot_time"].values()) if r["analysis"].get("slot_time") else "-"
         for r in results) + " |")
+    print("| trial processes starting: share of slot time (of it before Tune's trial start) | " + " | ".join(
+        f"{r['analysis']['process_start_up']['slot_share']:.3f} ({r['analysis']['process_start_up']['outside_held_share']:.3f})"
+        if r["analysis"].get("process_start_up") else "-" for r in results) + " |")
     print("| first work after s | " + " | ".join(f"{r['analysis']['first_work_s']:.1f}" for r in results) + " |")
     print("| trial start-up s, median / max | " + " | ".join(
         f"{r['analysis']['trial_startup_s']['median']:.1f} / {r['analysis']['trial_startup_s']['max']:.1f}"
@@ -667,6 +711,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"checkpoints) {st['held_not_working']:.3f}, before Tune started the first trial "
               f"{st['before_first_trial_start']:.3f}, no trial after that (a new actor's process start until it is "
               f"ready, hand-overs, nothing left to run) {st['no_trial_after_first_start']:.3f}", flush=True)
+    if a.get("process_start_up"):
+        ps = a["process_start_up"]
+        print(f"  trial processes starting (creation -> first work): {ps['slot_share']:.3f} of the slot time, "
+              f"{ps['outside_held_share']:.3f} of it before Tune saw the trial start; per process "
+              f"{ps['per_process_s']}", flush=True)
     b = a["startup_bound"]
     imp = b["imports_cpu_s"]
     print(f"  start-up on {b['cores']} cores: a new Ray worker's main thread spends at least {imp['ray.tune']:.2f} CPU-s "

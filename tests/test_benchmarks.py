@@ -53,6 +53,8 @@ def test_utilization_smoke_measures_a_real_sweep_of_fake_trials(tmp_path: Path) 
     st = a["slot_time"]  # every slot-second of the sweep is in exactly one share
     assert st["work"] == a["sweep"]["utilization"] and abs(sum(st.values()) - 1) <= 0.002
     assert min(st.values()) >= -0.001
+    ps = a["process_start_up"]  # each trial process's creation -> first work, within the slot time
+    assert 0 < ps["slot_share"] <= 1 - st["work"] and 0 <= ps["outside_held_share"] <= ps["slot_share"]
     b = a["startup_bound"]
     assert b["process_cpu_s"] > 0 and b["processes"] == a["actor_processes"]["all"] and b["trials_imported_torch"]
     assert b["imports_cpu_s"]["preloaded"] == []  # the measuring workers were new processes
