@@ -36,10 +36,13 @@ fails (a design that builds its trainables in another process would run the real
   share of that target, not a GPU measurement.
 * **ceiling**: work / (slots x max(work / slots, the longest search -> confirm chain of one
   method)), on the run's own workload: no scheduler does better, even with free start-up.
-* **start-up bound**: the ceiling less what trial processes' start-up must cost on this machine's
-  cores: the CPU seconds a fresh interpreter spends importing Ray Tune and torch (measured before
-  the sweep) for each trial process, the first ``slots`` of them sharing the cores. With many more
-  slots than cores (12 on 2) it falls below the target for any design that starts a process per slot.
+* **slot time**: slots x wall split into work, held by a trial not working, before Tune started
+  the first trial, and no trial; **process start-up**: each trial process from its creation (read
+  from /proc by the fake) to the first work of its first trial, as a share of the same slot time.
+* **start-up bound**: the ceiling less what starting trial processes must cost on this machine's
+  cores: the main-thread CPU seconds a new Ray worker spends importing Ray Tune and torch (the
+  least of 3 workers, measured on the started Ray before the sweep) for each trial process, the
+  first ``slots`` of them sharing the cores.
 
 The sequential design (one method searched after another, then one confirm experiment) cannot
 exceed num_samples / slots during the search (8 / 12 by default). Target (issue 13): >= 0.85
